@@ -1,1 +1,19 @@
+//! Test harnesses that run real third-party peers.
+//!
+//! [`KubeHarness`] starts etcd and kube-apiserver (built by
+//! `scripts/test-peers.sh`) on free loopback ports, installs the mesh's CRDs
+//! from `helm/base/crds`, and hands the test a [`kube::Client`]. Everything is
+//! torn down when the harness is dropped, including when the test panics.
+//!
+//! A harness that cannot start (binaries missing, a peer exiting early, no
+//! readiness in time) returns an error naming the cause and the log file to
+//! read; tests propagate it and fail. Nothing is skipped silently.
 #![forbid(unsafe_code)]
+
+mod kube_harness;
+mod peers;
+mod pki;
+mod process;
+
+pub use kube_harness::{HarnessError, KubeHarness, crd_dir};
+pub use peers::{PEERS_DIR_ENV, PeerBinary, peers_dir};
