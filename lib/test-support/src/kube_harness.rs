@@ -34,9 +34,21 @@ pub enum HarnessError {
     #[error("generating the API server's certificates: {0}")]
     Pki(#[from] rcgen::Error),
     #[error("{name} exited during start-up ({status}); log {log}:\n{tail}")]
-    PeerExited { name: &'static str, status: String, log: PathBuf, tail: String },
-    #[error("kube-apiserver not ready after {seconds}s; last error: {last_error}; log {log}:\n{tail}")]
-    NotReady { seconds: u64, last_error: String, log: PathBuf, tail: String },
+    PeerExited {
+        name: &'static str,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error(
+        "kube-apiserver not ready after {seconds}s; last error: {last_error}; log {log}:\n{tail}"
+    )]
+    NotReady {
+        seconds: u64,
+        last_error: String,
+        log: PathBuf,
+        tail: String,
+    },
     #[error("building the kube client: {0}")]
     Client(String),
     #[error("installing CRD from {file}: {reason}")]
@@ -75,8 +87,13 @@ impl KubeHarness {
     /// installs every CRD in `helm/base/crds`.
     pub async fn start() -> Result<Self, HarnessError> {
         let etcd_bin = PeerBinary::Etcd.path().map_err(HarnessError::MissingPeer)?;
-        let apiserver_bin = PeerBinary::KubeApiserver.path().map_err(HarnessError::MissingPeer)?;
-        let dir = tempfile::Builder::new().prefix("mesh-kube-").tempdir().map_err(io("creating the harness directory"))?;
+        let apiserver_bin = PeerBinary::KubeApiserver
+            .path()
+            .map_err(HarnessError::MissingPeer)?;
+        let dir = tempfile::Builder::new()
+            .prefix("mesh-kube-")
+            .tempdir()
+            .map_err(io("creating the harness directory"))?;
 
         let etcd_client_port = free_port()?;
         let etcd_peer_port = free_port()?;
@@ -86,14 +103,26 @@ impl KubeHarness {
         let token = format!("mesh-test-{}", std::process::id());
         let files = write_apiserver_files(dir.path(), &pki, &token)?;
         let api_port = free_port()?;
-        let mut apiserver = start_apiserver(&apiserver_bin, dir.path(), &files, api_port, etcd_client_port)?;
+        let mut apiserver = start_apiserver(
+            &apiserver_bin,
+            dir.path(),
+            &files,
+            api_port,
+            etcd_client_port,
+        )?;
 
         let kubeconfig = dir.path().join("kubeconfig");
         write_kubeconfig(&kubeconfig, api_port, &files.ca, &token)?;
         let client = client_from(&kubeconfig).await?;
         wait_ready(&client, &mut etcd, &mut apiserver).await?;
 
-        let harness = Self { client, kubeconfig, apiserver, etcd, dir };
+        let harness = Self {
+            client,
+            kubeconfig,
+            apiserver,
+            etcd,
+            dir,
+        };
         harness.install_crds(&crd_dir()).await?;
         Ok(harness)
     }
@@ -115,7 +144,10 @@ impl KubeHarness {
 
     /// Logs of the API server and etcd, for test failure messages.
     pub fn logs(&self) -> [(&'static str, &Path); 2] {
-        [(self.apiserver.name(), self.apiserver.log()), (self.etcd.name(), self.etcd.log())]
+        [
+            (self.apiserver.name(), self.apiserver.log()),
+            (self.etcd.name(), self.etcd.log()),
+        ]
     }
 
     /// Creates every CRD found in `dir` (`*.yaml`, one or more documents per
@@ -124,18 +156,27 @@ impl KubeHarness {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         let mut names = Vec::new();
         for file in yaml_files(dir)? {
-            let crd_err = |reason: String| HarnessError::Crd { file: file.clone(), reason };
-            let text = std::fs::read_to_string(&file).map_err(io(format!("reading {}", file.display())))?;
+            let crd_err = |reason: String| HarnessError::Crd {
+                file: file.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(&file)
+                .map_err(io(format!("reading {}", file.display())))?;
             for document in serde_yaml_ng::Deserializer::from_str(&text) {
-                let value: serde_json::Value =
-                    serde::Deserialize::deserialize(document).map_err(|e| crd_err(e.to_string()))?;
+                let value: serde_json::Value = serde::Deserialize::deserialize(document)
+                    .map_err(|e| crd_err(e.to_string()))?;
                 if value.is_null() {
                     continue;
                 }
-                let crd: CustomResourceDefinition = serde_json::from_value(value).map_err(|e| crd_err(e.to_string()))?;
-                let created = api.create(&PostParams::default(), &crd).await.map_err(|e| crd_err(e.to_string()))?;
+                let crd: CustomResourceDefinition =
+                    serde_json::from_value(value).map_err(|e| crd_err(e.to_string()))?;
+                let created = api
+                    .create(&PostParams::default(), &crd)
+                    .await
+                    .map_err(|e| crd_err(e.to_string()))?;
                 let name = created.metadata.name.unwrap_or_default();
-                let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+                let established =
+                    await_condition(api.clone(), &name, conditions::is_crd_established());
                 timeout(CRD_TIMEOUT, established)
                     .await
                     .map_err(|_| crd_err(format!("{name} not established after {CRD_TIMEOUT:?}")))?
@@ -144,7 +185,10 @@ impl KubeHarness {
             }
         }
         if names.is_empty() {
-            return Err(HarnessError::Crd { file: dir.to_owned(), reason: "no CRDs found".to_owned() });
+            return Err(HarnessError::Crd {
+                file: dir.to_owned(),
+                reason: "no CRDs found".to_owned(),
+            });
         }
         Ok(names)
     }
@@ -159,7 +203,9 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, HarnessError> {
     let entries = std::fs::read_dir(dir).map_err(io(format!("listing {}", dir.display())))?;
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry.map_err(io(format!("listing {}", dir.display())))?.path();
+        let path = entry
+            .map_err(io(format!("listing {}", dir.display())))?
+            .path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             files.push(path);
         }
@@ -172,10 +218,18 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, HarnessError> {
 /// peer binds it; start-up then fails with the peer's log, not silently.
 fn free_port() -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener.local_addr().map_err(io("finding a free port"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(io("finding a free port"))?
+        .port())
 }
 
-fn start_etcd(bin: &Path, dir: &Path, client_port: u16, peer_port: u16) -> Result<ChildGuard, HarnessError> {
+fn start_etcd(
+    bin: &Path,
+    dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+) -> Result<ChildGuard, HarnessError> {
     let client_url = format!("http://127.0.0.1:{client_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let mut cmd = Command::new(bin);
@@ -189,7 +243,8 @@ fn start_etcd(bin: &Path, dir: &Path, client_port: u16, peer_port: u16) -> Resul
         .arg("--log-level=warn")
         // Test data is disposable; skipping fsync makes start-up and writes fast.
         .arg("--unsafe-no-fsync");
-    ChildGuard::spawn("etcd", cmd, &dir.join("etcd.log")).map_err(io(format!("starting {}", bin.display())))
+    ChildGuard::spawn("etcd", cmd, &dir.join("etcd.log"))
+        .map_err(io(format!("starting {}", bin.display())))
 }
 
 struct ApiServerFiles {
@@ -197,15 +252,21 @@ struct ApiServerFiles {
     cert: PathBuf,
     key: PathBuf,
     service_account_key: PathBuf,
+    service_account_public: PathBuf,
     tokens: PathBuf,
 }
 
-fn write_apiserver_files(dir: &Path, pki: &pki::ApiServerPki, token: &str) -> Result<ApiServerFiles, HarnessError> {
+fn write_apiserver_files(
+    dir: &Path,
+    pki: &pki::ApiServerPki,
+    token: &str,
+) -> Result<ApiServerFiles, HarnessError> {
     let files = ApiServerFiles {
         ca: dir.join("ca.crt"),
         cert: dir.join("apiserver.crt"),
         key: dir.join("apiserver.key"),
         service_account_key: dir.join("sa.key"),
+        service_account_public: dir.join("sa.pub"),
         tokens: dir.join("tokens.csv"),
     };
     let write = |path: &Path, contents: &str| {
@@ -215,7 +276,14 @@ fn write_apiserver_files(dir: &Path, pki: &pki::ApiServerPki, token: &str) -> Re
     write(&files.cert, &pki.serving_cert_pem)?;
     write(&files.key, &pki.serving_key_pem)?;
     write(&files.service_account_key, &pki.service_account_key_pem)?;
-    write(&files.tokens, &format!("{token},mesh-admin,mesh-admin,\"system:masters\"\n"))?;
+    write(
+        &files.service_account_public,
+        &pki.service_account_public_pem,
+    )?;
+    write(
+        &files.tokens,
+        &format!("{token},mesh-admin,mesh-admin,\"system:masters\"\n"),
+    )?;
     Ok(files)
 }
 
@@ -238,7 +306,7 @@ fn start_apiserver(
         .arg(format!("--token-auth-file={}", files.tokens.display()))
         .arg("--authorization-mode=Node,RBAC")
         .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-        .arg(format!("--service-account-key-file={}", files.service_account_key.display()))
+        .arg(format!("--service-account-key-file={}", files.service_account_public.display()))
         .arg(format!("--service-account-signing-key-file={}", files.service_account_key.display()))
         .arg("--service-cluster-ip-range=10.96.0.0/16")
         .arg("--allow-privileged=true")
@@ -277,7 +345,8 @@ current-context: harness
 }
 
 async fn client_from(kubeconfig: &Path) -> Result<kube::Client, HarnessError> {
-    let file = Kubeconfig::read_from(kubeconfig).map_err(|e| HarnessError::Client(e.to_string()))?;
+    let file =
+        Kubeconfig::read_from(kubeconfig).map_err(|e| HarnessError::Client(e.to_string()))?;
     let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
         .await
         .map_err(|e| HarnessError::Client(e.to_string()))?;
@@ -285,7 +354,11 @@ async fn client_from(kubeconfig: &Path) -> Result<kube::Client, HarnessError> {
 }
 
 /// Polls `/readyz` until it answers `ok`, failing fast if a peer exits.
-async fn wait_ready(client: &kube::Client, etcd: &mut ChildGuard, apiserver: &mut ChildGuard) -> Result<(), HarnessError> {
+async fn wait_ready(
+    client: &kube::Client,
+    etcd: &mut ChildGuard,
+    apiserver: &mut ChildGuard,
+) -> Result<(), HarnessError> {
     let started = Instant::now();
     let mut last_error: String;
     loop {
