@@ -24,13 +24,25 @@ fn pod(i: u32) -> pb::Address {
         workload_name: "app".into(),
         services: [(
             format!("ns-{}/app.ns-{}.svc.cluster.local", i % 50, i % 50),
-            pb::PortList { ports: vec![pb::Port { service_port: 80, target_port: 8080, app_protocol: 0 }] },
+            pb::PortList {
+                ports: vec![pb::Port {
+                    service_port: 80,
+                    target_port: 8080,
+                    app_protocol: 0,
+                }],
+            },
         )]
         .into(),
-        locality: Some(pb::Locality { region: "r1".into(), zone: "z1".into(), subzone: String::new() }),
+        locality: Some(pb::Locality {
+            region: "r1".into(),
+            zone: "z1".into(),
+            subzone: String::new(),
+        }),
         ..Default::default()
     };
-    pb::Address { r#type: Some(pb::address::Type::Workload(workload)) }
+    pb::Address {
+        r#type: Some(pb::address::Type::Workload(workload)),
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -41,7 +53,12 @@ fn bench(c: &mut Criterion) {
     group.bench_function("decode_only_baseline", |b| {
         b.iter_batched(
             || encoded.clone(),
-            |bufs| bufs.iter().map(|buf| pb::Address::decode(buf.as_slice()).is_ok()).filter(|ok| *ok).count(),
+            |bufs| {
+                bufs.iter()
+                    .map(|buf| pb::Address::decode(buf.as_slice()).is_ok())
+                    .filter(|ok| *ok)
+                    .count()
+            },
             BatchSize::LargeInput,
         );
     });
