@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # The project's whole test run: formatting, lints and every test, against
 # real peers (etcd, kube-apiserver, helm, h2spec) built by test-peers.sh.
+# Ends with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/test-peers.sh   # idempotent: a few seconds once the peers are built
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
