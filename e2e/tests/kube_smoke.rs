@@ -1,6 +1,13 @@
 //! The real kube-apiserver harness works end to end with kube-rs: create a
 //! namespace enrolled in ambient mode, read it back, and watch an update.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a broken assumption is the failure report"
+)]
+
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};

@@ -1,8 +1,10 @@
 //! etcd + kube-apiserver on loopback, with the mesh's CRDs installed.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -86,6 +88,14 @@ impl KubeHarness {
     /// Starts etcd and kube-apiserver, waits until the API server is ready and
     /// installs every CRD in `helm/base/crds`.
     pub async fn start() -> Result<Self, HarnessError> {
+        let harness = Self::start_bare().await?;
+        harness.install_crds(&crd_dir()).await?;
+        Ok(harness)
+    }
+
+    /// Like [`KubeHarness::start`], without installing any CRD (for tests that
+    /// install them another way, such as `helm install`).
+    pub async fn start_bare() -> Result<Self, HarnessError> {
         let etcd_bin = PeerBinary::Etcd.path().map_err(HarnessError::MissingPeer)?;
         let apiserver_bin = PeerBinary::KubeApiserver
             .path()
@@ -116,15 +126,13 @@ impl KubeHarness {
         let client = client_from(&kubeconfig).await?;
         wait_ready(&client, &mut etcd, &mut apiserver).await?;
 
-        let harness = Self {
+        Ok(Self {
             client,
             kubeconfig,
             apiserver,
             etcd,
             dir,
-        };
-        harness.install_crds(&crd_dir()).await?;
-        Ok(harness)
+        })
     }
 
     /// A client authenticated as a cluster admin (`system:masters`).
@@ -214,14 +222,23 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, HarnessError> {
     Ok(files)
 }
 
-/// A currently free loopback port. Another process could take it before the
-/// peer binds it; start-up then fails with the peer's log, not silently.
+/// A currently free loopback port, never the same one twice in this process:
+/// tests run concurrently, and the kernel may hand a just-released port to the
+/// next `bind(0)`. Another process could still take it before the peer binds
+/// it; start-up then fails with the peer's log, not silently.
 fn free_port() -> Result<u16, HarnessError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("finding a free port"))?
-        .port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+        let port = listener
+            .local_addr()
+            .map_err(io("finding a free port"))?
+            .port();
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 fn start_etcd(
