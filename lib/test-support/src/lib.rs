@@ -14,6 +14,8 @@ mod kube_harness;
 mod peers;
 mod pki;
 mod process;
+mod test_ca;
 
 pub use kube_harness::{HarnessError, KubeHarness, crd_dir};
 pub use peers::{PEERS_DIR_ENV, PeerBinary, peers_dir};
+pub use test_ca::{IssuedLeaf, LeafSpec, TestCa};

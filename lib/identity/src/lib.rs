@@ -1,0 +1,21 @@
+//! Workload identity for the data plane.
+//!
+//! - [`WorkloadCertificate`]: a SPIFFE leaf, its chain and private key,
+//!   checked on construction (the leaf names exactly the expected identity
+//!   and matches the key).
+//! - [`TrustBundle`]: the roots peers must chain to. Several roots may be
+//!   trusted at once, so a root rotation has an overlap period.
+//! - [`csr`]: key and CSR generation for a CA request.
+//! - [`tls`]: BoringSSL contexts for HBONE and the control plane: TLS 1.3 only
+//!   by default, ALPN `h2`, no resumption, X25519MLKEM768 preferred, and
+//!   SPIFFE peer verification ([`verify`]).
+#![forbid(unsafe_code)]
+
+mod certificate;
+pub mod csr;
+mod error;
+pub mod tls;
+pub mod verify;
+
+pub use certificate::{TrustBundle, WorkloadCertificate};
+pub use error::{CertificateError, PeerError};
