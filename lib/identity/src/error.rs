@@ -46,6 +46,8 @@ pub enum PeerError {
     TrustDomain(String),
     #[error("chain does not verify against the trust bundle: {0}")]
     Chain(String),
+    #[error("server certificate is not valid for host {0:?}")]
+    Hostname(String),
     #[error("peer is {found}, expected one of [{expected}]")]
     UnexpectedIdentity {
         found: Box<Identity>,
