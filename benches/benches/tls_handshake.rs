@@ -28,19 +28,12 @@ struct Pair {
 
 fn workload(ca: &TestCa, id: &str) -> Result<WorkloadCertificate, Box<dyn std::error::Error>> {
     let issued = ca.issue(&LeafSpec::workload(id))?;
-    Ok(WorkloadCertificate::from_chain_pem(
-        &id.parse()?,
-        issued.key,
-        &issued.chain_pem,
-    )?)
+    Ok(WorkloadCertificate::from_chain_pem(&id.parse()?, issued.key, &issued.chain_pem)?)
 }
 
 fn pair(key_exchange: KeyExchange) -> Result<Pair, Box<dyn std::error::Error>> {
     let ca = TestCa::root("bench")?;
-    let settings = TlsSettings {
-        key_exchange,
-        ..TlsSettings::default()
-    };
+    let settings = TlsSettings { key_exchange, ..TlsSettings::default() };
     Ok(Pair {
         client: tls::client_context(&workload(&ca, CLIENT)?, settings)?,
         server: tls::server_context(&workload(&ca, SERVER)?, settings)?,
@@ -68,23 +61,16 @@ async fn handshake(p: &Pair) -> bool {
 }
 
 fn bench(c: &mut Criterion) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return;
     };
     let mut group = c.benchmark_group("mtls_handshake");
     group.throughput(Throughput::Elements(1));
-    for (name, kx) in [
-        ("x25519mlkem768", KeyExchange::HybridPostQuantum),
-        ("x25519", KeyExchange::Classical),
-    ] {
+    for (name, kx) in
+        [("x25519mlkem768", KeyExchange::HybridPostQuantum), ("x25519", KeyExchange::Classical)]
+    {
         let Ok(p) = pair(kx) else { return };
-        assert!(
-            rt.block_on(handshake(&p)),
-            "handshake must succeed before it is measured"
-        );
+        assert!(rt.block_on(handshake(&p)), "handshake must succeed before it is measured");
         group.bench_function(name, |b| b.iter(|| rt.block_on(handshake(&p))));
     }
     group.finish();

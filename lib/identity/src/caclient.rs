@@ -133,9 +133,7 @@ impl CaClient {
             RequestMode::Impersonate => Some(Struct {
                 fields: [(
                     IMPERSONATED_IDENTITY.to_owned(),
-                    Value {
-                        kind: Some(Kind::StringValue(identity.to_string())),
-                    },
+                    Value { kind: Some(Kind::StringValue(identity.to_string())) },
                 )]
                 .into(),
             }),
@@ -148,19 +146,13 @@ impl CaClient {
         let mut call = tonic::Request::new(body);
         call.set_timeout(self.timeout);
         let token = self.token.read().await?;
-        let bearer: MetadataValue<_> = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| CaClientError::TokenHeader)?;
+        let bearer: MetadataValue<_> =
+            format!("Bearer {token}").parse().map_err(|_| CaClientError::TokenHeader)?;
         call.metadata_mut().insert("authorization", bearer);
         if let Ok(cluster) = self.cluster_id.parse() {
             call.metadata_mut().insert("clusterid", cluster);
         }
-        let response = self
-            .client
-            .clone()
-            .create_certificate(call)
-            .await?
-            .into_inner();
+        let response = self.client.clone().create_certificate(call).await?.into_inner();
         WorkloadCertificate::from_chain_pem(identity, request.key, &response.cert_chain)
             .map_err(CaClientError::BadResponse)
     }

@@ -26,22 +26,15 @@ pub struct ServingCertificate {
 
 impl std::fmt::Debug for ServingCertificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let subjects: Vec<String> = self
-            .chain
-            .iter()
-            .map(|c| format!("{:?}", c.subject_name()))
-            .collect();
-        f.debug_struct("ServingCertificate")
-            .field("chain", &subjects)
-            .finish_non_exhaustive()
+        let subjects: Vec<String> =
+            self.chain.iter().map(|c| format!("{:?}", c.subject_name())).collect();
+        f.debug_struct("ServingCertificate").field("chain", &subjects).finish_non_exhaustive()
     }
 }
 
 impl ServingCertificate {
     pub fn new(chain: Vec<X509>, key: PKey<Private>) -> Result<Self, CertificateError> {
-        let leaf = chain
-            .first()
-            .ok_or(CertificateError::Empty("serving certificate chain"))?;
+        let leaf = chain.first().ok_or(CertificateError::Empty("serving certificate chain"))?;
         if !leaf.public_key()?.public_eq(&key) {
             return Err(CertificateError::KeyMismatch);
         }
@@ -54,11 +47,8 @@ impl ServingCertificate {
             what: "serving certificate PEM",
             source,
         })?;
-        let key =
-            PKey::private_key_from_pem(key_pem).map_err(|source| CertificateError::Parse {
-                what: "serving key PEM",
-                source,
-            })?;
+        let key = PKey::private_key_from_pem(key_pem)
+            .map_err(|source| CertificateError::Parse { what: "serving key PEM", source })?;
         Self::new(chain, key)
     }
 }
@@ -69,10 +59,8 @@ pub fn server_context(
     settings: TlsSettings,
 ) -> Result<SslContext, TlsError> {
     let mut builder = tls::protocol_defaults(settings)?;
-    let (leaf, intermediates) = cert
-        .chain
-        .split_first()
-        .ok_or(CertificateError::Empty("serving certificate chain"))?;
+    let (leaf, intermediates) =
+        cert.chain.split_first().ok_or(CertificateError::Empty("serving certificate chain"))?;
     tls::present(&mut builder, leaf, intermediates, &cert.key)?;
     tls::select_h2(&mut builder);
     Ok(builder.build())
@@ -99,12 +87,11 @@ where
     let mut ssl = Ssl::new(ctx)?;
     ssl.set_hostname(hostname)?;
     let expected = hostname.to_owned();
-    let slot = tls::install_verifier(&mut ssl, bundle, move |leaf| {
-        match leaf.check_host(&expected) {
+    let slot =
+        tls::install_verifier(&mut ssl, bundle, move |leaf| match leaf.check_host(&expected) {
             Ok(true) => Ok(()),
             Ok(false) | Err(_) => Err(PeerError::Hostname(expected.clone())),
-        }
-    });
+        });
     let stream = tokio_boring::SslStreamBuilder::new(ssl, stream)
         .connect()
         .await

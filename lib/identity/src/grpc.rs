@@ -45,9 +45,7 @@ impl Connected for TlsConnection {
     type ConnectInfo = TlsConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        TlsConnectInfo {
-            remote_addr: self.remote,
-        }
+        TlsConnectInfo { remote_addr: self.remote }
     }
 }
 
@@ -151,11 +149,7 @@ pub fn connect(target: ControlPlaneTarget, ctx: SslContext) -> Result<Channel, I
         .path_and_query("/")
         .build()
         .map_err(|e| {
-            InvalidTarget(format!(
-                "{}:{}: {e}",
-                target.hostname,
-                target.address.port()
-            ))
+            InvalidTarget(format!("{}:{}: {e}", target.hostname, target.address.port()))
         })?;
     let timeout = target.connect_timeout;
     let connector = tower::service_fn(move |_: Uri| {
@@ -174,7 +168,5 @@ pub fn connect(target: ControlPlaneTarget, ctx: SslContext) -> Result<Channel, I
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    Ok(Endpoint::from(uri)
-        .connect_timeout(timeout)
-        .connect_with_connector_lazy(connector))
+    Ok(Endpoint::from(uri).connect_timeout(timeout).connect_with_connector_lazy(connector))
 }

@@ -74,11 +74,7 @@ impl From<boring::error::ErrorStack> for TlsError {
 /// versions, groups, no tickets, no session cache.
 pub(crate) fn protocol_defaults(settings: TlsSettings) -> Result<SslContextBuilder, TlsError> {
     let mut builder = SslContextBuilder::new(SslMethod::tls())?;
-    let min = if settings.allow_tls12 {
-        SslVersion::TLS1_2
-    } else {
-        SslVersion::TLS1_3
-    };
+    let min = if settings.allow_tls12 { SslVersion::TLS1_2 } else { SslVersion::TLS1_3 };
     builder.set_min_proto_version(Some(min))?;
     builder.set_max_proto_version(Some(SslVersion::TLS1_3))?;
     builder.set_curves_list(settings.key_exchange.groups())?;
@@ -152,9 +148,7 @@ pub(crate) type RejectionSlot = Arc<Mutex<Option<PeerError>>>;
 /// Installs the SPIFFE verification on one connection.
 fn require_peer(ssl: &mut Ssl, bundle: Arc<TrustBundle>, policy: PeerPolicy) -> RejectionSlot {
     install_verifier(ssl, bundle, move |leaf| {
-        let der = leaf
-            .to_der()
-            .map_err(|e| PeerError::Malformed(e.to_string()))?;
+        let der = leaf.to_der().map_err(|e| PeerError::Malformed(e.to_string()))?;
         policy.check(&leaf_identity(&der)?)
     })
 }
@@ -174,18 +168,16 @@ where
     let record = Arc::clone(&slot);
     let mode = SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT;
     ssl.set_custom_verify_callback(mode, move |ssl| {
-        verify_chain(ssl, &bundle)
-            .and_then(|leaf| check(&leaf))
-            .map_err(|reason| {
-                let alert = match &reason {
-                    PeerError::Chain(r) if r.contains("expired") => SslAlert::CERTIFICATE_EXPIRED,
-                    PeerError::Chain(_) => SslAlert::UNKNOWN_CA,
-                    _ => SslAlert::BAD_CERTIFICATE,
-                };
-                tracing::debug!(%reason, "rejecting TLS peer");
-                *record.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
-                SslVerifyError::Invalid(alert)
-            })
+        verify_chain(ssl, &bundle).and_then(|leaf| check(&leaf)).map_err(|reason| {
+            let alert = match &reason {
+                PeerError::Chain(r) if r.contains("expired") => SslAlert::CERTIFICATE_EXPIRED,
+                PeerError::Chain(_) => SslAlert::UNKNOWN_CA,
+                _ => SslAlert::BAD_CERTIFICATE,
+            };
+            tracing::debug!(%reason, "rejecting TLS peer");
+            *record.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+            SslVerifyError::Invalid(alert)
+        })
     });
     slot
 }
@@ -215,15 +207,8 @@ pub(crate) fn handshake_error<S>(
 
 /// The verified identity of the peer of an established connection.
 pub fn peer_identity<S>(stream: &SslStream<S>) -> Result<Identity, PeerError> {
-    let leaf = stream
-        .ssl()
-        .peer_certificate()
-        .ok_or(PeerError::NoCertificate)?;
-    leaf_identity(
-        &leaf
-            .to_der()
-            .map_err(|e| PeerError::Malformed(e.to_string()))?,
-    )
+    let leaf = stream.ssl().peer_certificate().ok_or(PeerError::NoCertificate)?;
+    leaf_identity(&leaf.to_der().map_err(|e| PeerError::Malformed(e.to_string()))?)
 }
 
 pub(crate) fn require_h2<S>(stream: &SslStream<S>) -> Result<(), TlsError> {

@@ -48,33 +48,21 @@ impl IstioCertificateService for Echo {
         &self,
         request: tonic::Request<IstioCertificateRequest>,
     ) -> Result<tonic::Response<IstioCertificateResponse>, tonic::Status> {
-        let info = request
-            .extensions()
-            .get::<TlsConnectInfo>()
-            .copied()
-            .expect("connect info present");
-        let header = |name: &str| {
-            request
-                .metadata()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_owned())
-        };
+        let info =
+            request.extensions().get::<TlsConnectInfo>().copied().expect("connect info present");
+        let header =
+            |name: &str| request.metadata().get(name).map(|v| v.to_str().unwrap().to_owned());
         let (authorization, cluster_id) = (header("authorization"), header("clusterid"));
         let body = request.into_inner();
-        let impersonated = body
-            .metadata
-            .as_ref()
-            .and_then(|m| m.fields.get("ImpersonatedIdentity"))
-            .and_then(|v| match &v.kind {
-                Some(prost_types::value::Kind::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            });
-        let seen = Seen {
-            authorization,
-            cluster_id,
-            impersonated,
-            validity: body.validity_duration,
-        };
+        let impersonated =
+            body.metadata.as_ref().and_then(|m| m.fields.get("ImpersonatedIdentity")).and_then(
+                |v| match &v.kind {
+                    Some(prost_types::value::Kind::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                },
+            );
+        let seen =
+            Seen { authorization, cluster_id, impersonated, validity: body.validity_duration };
         self.seen.lock().unwrap().push(seen);
         if body.csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----") {
             return Err(tonic::Status::permission_denied("recorded"));
@@ -117,12 +105,7 @@ async fn start_server(ca: &TestCa, dns_name: &str) -> Server {
             .unwrap();
     });
     let trust = Arc::new(TrustBundle::from_pem(ca.root_pem().as_bytes()).unwrap());
-    Server {
-        address,
-        echo,
-        trust,
-        _task: task,
-    }
+    Server { address, echo, trust, _task: task }
 }
 
 fn channel(server: &Server, hostname: &str, trust: Arc<TrustBundle>) -> tonic::transport::Channel {
@@ -145,11 +128,7 @@ fn client(
 }
 
 fn request() -> IstioCertificateRequest {
-    IstioCertificateRequest {
-        csr: "csr-bytes".into(),
-        validity_duration: 3600,
-        metadata: None,
-    }
+    IstioCertificateRequest { csr: "csr-bytes".into(), validity_duration: 3600, metadata: None }
 }
 
 #[tokio::test]
@@ -158,10 +137,7 @@ async fn grpc_round_trip_over_boringssl() {
     let server = start_server(&ca, ISTIOD_HOST).await;
     let mut c = client(&server, ISTIOD_HOST, Arc::clone(&server.trust));
     let reply = c.create_certificate(request()).await.unwrap().into_inner();
-    assert_eq!(
-        reply.cert_chain,
-        vec!["csr-bytes".to_owned(), "127.0.0.1".to_owned()]
-    );
+    assert_eq!(reply.cert_chain, vec!["csr-bytes".to_owned(), "127.0.0.1".to_owned()]);
 }
 
 #[tokio::test]
@@ -172,10 +148,7 @@ async fn wrong_hostname_and_untrusted_root_are_refused() {
     let mut wrong_host = client(&server, "istiod.other.svc", Arc::clone(&server.trust));
     let status = wrong_host.create_certificate(request()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
-    assert!(
-        format!("{status:?}").contains("not valid for host"),
-        "{status:?}"
-    );
+    assert!(format!("{status:?}").contains("not valid for host"), "{status:?}");
 
     let stranger = TestCa::root("other").unwrap();
     let foreign = Arc::new(TrustBundle::from_pem(stranger.root_pem().as_bytes()).unwrap());
@@ -227,15 +200,9 @@ async fn ca_client_sends_token_cluster_and_impersonated_identity() {
 
     let seen = server.echo.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
-    assert_eq!(
-        seen[0].authorization.as_deref(),
-        Some("Bearer projected-jwt")
-    );
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer projected-jwt"));
     assert_eq!(seen[0].cluster_id.as_deref(), Some("Kubernetes"));
-    assert_eq!(
-        seen[0].impersonated.as_deref(),
-        Some("spiffe://cluster.local/ns/shop/sa/cart")
-    );
+    assert_eq!(seen[0].impersonated.as_deref(), Some("spiffe://cluster.local/ns/shop/sa/cart"));
     assert_eq!(seen[0].validity, 7200);
     assert_eq!(seen[1].authorization.as_deref(), Some("Bearer static-jwt"));
     assert_eq!(seen[1].impersonated, None);
@@ -255,8 +222,5 @@ async fn ca_client_reports_an_unreadable_token() {
     let pod: mesh_model::Identity = "spiffe://cluster.local/ns/shop/sa/cart".parse().unwrap();
     let err = client.sign(&pod).await.unwrap_err();
     assert_eq!(err.reason(), "token");
-    assert!(
-        server.echo.seen.lock().unwrap().is_empty(),
-        "nothing is sent without a token"
-    );
+    assert!(server.echo.seen.lock().unwrap().is_empty(), "nothing is sent without a token");
 }
