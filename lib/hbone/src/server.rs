@@ -1,0 +1,151 @@
+//! The accepting side of HBONE.
+//!
+//! Each CONNECT stream is handled in its own task: the [`Inbound`] first
+//! opens the target (so a refusal can still be answered with a status), then
+//! the tunnel is answered 200 and handed over. A malformed request gets 400
+//! and affects no other stream; a connection that does not speak HTTP/2
+//! ends with an error for that connection only.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::{H2Settings, H2Stream};
+
+/// A CONNECT request that passed the protocol checks.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// The target from `:authority`, `ip:port`.
+    pub target: SocketAddr,
+    pub headers: HeaderMap,
+}
+
+/// Why a tunnel is not opened; each maps to the status upstream uses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// 400: the request is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 401: policy does not allow this peer to reach this target.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// 503: no such target here, or it refused the connection.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Denied(_) => StatusCode::UNAUTHORIZED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// Decides on and serves each tunnel of a connection.
+pub trait Inbound: Send + Sync + 'static {
+    /// What `open` connects to, handed to `proxy` once the tunnel is up.
+    type Upstream: Send + 'static;
+
+    /// Checks policy and opens the target.
+    fn open(
+        &self,
+        request: ConnectRequest,
+    ) -> impl Future<Output = Result<Self::Upstream, Refusal>> + Send;
+
+    /// Carries bytes between the tunnel and the upstream until both close.
+    fn proxy(&self, upstream: Self::Upstream, tunnel: H2Stream) -> impl Future<Output = ()> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("HTTP/2 handshake failed: {0}")]
+    Handshake(#[source] h2::Error),
+    #[error("HTTP/2 connection failed: {0}")]
+    Connection(#[source] h2::Error),
+}
+
+/// Serves HBONE on one connection until the peer closes it.
+pub async fn serve_connection<IO, I>(
+    io: IO,
+    settings: H2Settings,
+    inbound: Arc<I>,
+) -> Result<(), ServeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: Inbound,
+{
+    let mut connection = h2::server::Builder::new()
+        .initial_window_size(settings.stream_window)
+        .initial_connection_window_size(settings.connection_window)
+        .max_frame_size(settings.max_frame_size)
+        .max_concurrent_streams(settings.max_streams)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(ServeError::Handshake)?;
+    while let Some(next) = connection.accept().await {
+        let (request, respond) = next.map_err(ServeError::Connection)?;
+        let inbound = Arc::clone(&inbound);
+        tokio::spawn(async move { handle_stream(request, respond, inbound.as_ref()).await });
+    }
+    Ok(())
+}
+
+/// Checks the request line: method CONNECT and an `ip:port` authority.
+pub fn parse_connect<B>(request: &Request<B>) -> Result<ConnectRequest, Refusal> {
+    if request.method() != Method::CONNECT {
+        return Err(Refusal::BadRequest(format!("method {} is not CONNECT", request.method())));
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .ok_or_else(|| Refusal::BadRequest("CONNECT without :authority".to_owned()))?;
+    let target = authority.as_str().parse::<SocketAddr>().map_err(|_| {
+        Refusal::BadRequest(format!("authority {:?} is not ip:port", authority.as_str()))
+    })?;
+    if target.port() == 0 {
+        return Err(Refusal::BadRequest("port 0".to_owned()));
+    }
+    Ok(ConnectRequest { target, headers: request.headers().clone() })
+}
+
+async fn handle_stream<I: Inbound>(
+    request: Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    inbound: &I,
+) {
+    let decision = match parse_connect(&request) {
+        Ok(connect) => inbound.open(connect).await,
+        Err(refusal) => Err(refusal),
+    };
+    let upstream = match decision {
+        Ok(upstream) => upstream,
+        Err(refusal) => {
+            tracing::debug!(%refusal, "refusing HBONE stream");
+            let response = Response::builder().status(refusal.status()).body(());
+            if let Ok(response) = response {
+                let _ = respond.send_response(response, true);
+            }
+            return;
+        }
+    };
+    let response = match Response::builder().status(StatusCode::OK).body(()) {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    let send = match respond.send_response(response, false) {
+        Ok(send) => send,
+        Err(e) => {
+            tracing::debug!(error = %e, "HBONE stream reset before 200 was sent");
+            return;
+        }
+    };
+    inbound.proxy(upstream, H2Stream::new(send, request.into_body(), None)).await;
+}
