@@ -1,0 +1,145 @@
+//! The admin and observability HTTP server.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::logging::LogControl;
+
+/// Produces the JSON of `/config_dump`.
+pub type ConfigDump = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// What the endpoints serve. Absent parts answer 404.
+#[derive(Clone)]
+pub struct AdminState {
+    pub registry: Option<Arc<Registry>>,
+    pub ready: Option<watch::Receiver<bool>>,
+    pub config_dump: Option<ConfigDump>,
+    pub logging: Option<LogControl>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("metrics", &self.registry.is_some())
+            .field("ready", &self.ready.as_ref().map(|r| *r.borrow()))
+            .field("config_dump", &self.config_dump.is_some())
+            .field("logging", &self.logging)
+            .finish()
+    }
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// Answers one request; never fails (errors are responses).
+pub fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let method = request.method();
+    match (path, method) {
+        ("/metrics" | "/stats/prometheus", &Method::GET) => match &state.registry {
+            Some(registry) => {
+                let mut out = String::new();
+                match prometheus_client::encoding::text::encode(&mut out, registry) {
+                    Ok(()) => respond(StatusCode::OK, OPENMETRICS, out),
+                    Err(e) => {
+                        text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}"))
+                    }
+                }
+            }
+            None => text(StatusCode::NOT_FOUND, "no metrics here"),
+        },
+        ("/healthz/ready" | "/ready", &Method::GET) => match &state.ready {
+            Some(ready) if *ready.borrow() => text(StatusCode::OK, "ready\n"),
+            Some(_) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            None => text(StatusCode::OK, "ready\n"),
+        },
+        ("/config_dump", &Method::GET) => match &state.config_dump {
+            Some(dump) => match serde_json::to_string_pretty(&dump()) {
+                Ok(json) => respond(StatusCode::OK, "application/json", json),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding config: {e}")),
+            },
+            None => text(StatusCode::NOT_FOUND, "no config dump here"),
+        },
+        ("/logging", &Method::GET) => match &state.logging {
+            Some(control) => text(StatusCode::OK, format!("{}\n", control.current())),
+            None => text(StatusCode::NOT_FOUND, "no log control here"),
+        },
+        ("/logging", &Method::POST) => match &state.logging {
+            Some(control) => {
+                let level = request
+                    .uri()
+                    .query()
+                    .unwrap_or_default()
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("level="))
+                    .map(|v| v.replace("%2C", ",").replace("%3D", "="));
+                match level {
+                    Some(level) => match control.set(&level) {
+                        Ok(()) => text(StatusCode::OK, format!("{}\n", control.current())),
+                        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+                    },
+                    None => text(StatusCode::BAD_REQUEST, "use /logging?level=<filter>"),
+                }
+            }
+            None => text(StatusCode::NOT_FOUND, "no log control here"),
+        },
+        (
+            "/metrics" | "/stats/prometheus" | "/healthz/ready" | "/ready" | "/config_dump"
+            | "/logging",
+            _,
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Serves `state` on `listener` (HTTP/1.1) until the task is dropped.
+pub async fn serve(listener: TcpListener, state: AdminState) {
+    let state = Arc::new(state);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let response = route(&state, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+        });
+    }
+}
