@@ -1,0 +1,1 @@
+//! Kubernetes backends of the CA.
