@@ -25,11 +25,7 @@ fn pod(i: u32) -> pb::Address {
         services: [(
             format!("ns-{}/app.ns-{}.svc.cluster.local", i % 50, i % 50),
             pb::PortList {
-                ports: vec![pb::Port {
-                    service_port: 80,
-                    target_port: 8080,
-                    app_protocol: 0,
-                }],
+                ports: vec![pb::Port { service_port: 80, target_port: 8080, app_protocol: 0 }],
             },
         )]
         .into(),
@@ -40,9 +36,7 @@ fn pod(i: u32) -> pb::Address {
         }),
         ..Default::default()
     };
-    pb::Address {
-        r#type: Some(pb::address::Type::Workload(workload)),
-    }
+    pb::Address { r#type: Some(pb::address::Type::Workload(workload)) }
 }
 
 fn bench(c: &mut Criterion) {

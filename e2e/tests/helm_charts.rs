@@ -20,9 +20,7 @@ fn helm() -> PathBuf {
 }
 
 fn chart(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../helm")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm").join(name)
 }
 
 /// Runs helm with a private home so the user's helm config never leaks in.
@@ -34,11 +32,8 @@ fn run_helm(args: &[&str], home: &Path) -> String {
         .env("HELM_DATA_HOME", home.join("data"))
         .output()
         .expect("run helm");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "helm {args:?} failed:\n{text}");
     text
 }
@@ -46,13 +41,7 @@ fn run_helm(args: &[&str], home: &Path) -> String {
 fn crd_file_count() -> usize {
     std::fs::read_dir(crd_dir())
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "yaml")
-        })
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "yaml"))
         .count()
 }
 
@@ -70,9 +59,8 @@ fn base_chart_lints_and_templates() {
 
 #[tokio::test]
 async fn helm_install_of_the_base_chart_creates_every_crd() {
-    let harness = KubeHarness::start_bare()
-        .await
-        .unwrap_or_else(|e| panic!("start kube-apiserver: {e}"));
+    let harness =
+        KubeHarness::start_bare().await.unwrap_or_else(|e| panic!("start kube-apiserver: {e}"));
     let crds: Api<CustomResourceDefinition> = Api::all(harness.client());
     let before = crds.list(&Default::default()).await.unwrap().items.len();
     assert_eq!(before, 0, "a bare harness starts without CRDs");
@@ -98,14 +86,7 @@ async fn helm_install_of_the_base_chart_creates_every_crd() {
     let installed = crds.list(&Default::default()).await.unwrap().items.len();
     assert_eq!(installed, crd_file_count());
     let status = run_helm(
-        &[
-            "status",
-            "mesh-base",
-            "--kubeconfig",
-            &kubeconfig,
-            "--namespace",
-            "istio-system",
-        ],
+        &["status", "mesh-base", "--kubeconfig", &kubeconfig, "--namespace", "istio-system"],
         home.path(),
     );
     assert!(status.contains("STATUS: deployed"), "{status}");

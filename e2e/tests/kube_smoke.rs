@@ -20,18 +20,13 @@ use tokio::time::timeout;
 const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 
 fn label(ns: &Namespace) -> Option<&str> {
-    ns.metadata
-        .labels
-        .as_ref()?
-        .get(DATAPLANE_MODE)
-        .map(String::as_str)
+    ns.metadata.labels.as_ref()?.get(DATAPLANE_MODE).map(String::as_str)
 }
 
 #[tokio::test]
 async fn namespace_enrolment_round_trips_through_a_real_apiserver() {
-    let harness = KubeHarness::start()
-        .await
-        .unwrap_or_else(|e| panic!("start etcd + kube-apiserver: {e}"));
+    let harness =
+        KubeHarness::start().await.unwrap_or_else(|e| panic!("start etcd + kube-apiserver: {e}"));
     let namespaces: Api<Namespace> = Api::all(harness.client());
 
     let ns: Namespace = serde_json::from_value(serde_json::json!({
@@ -40,26 +35,15 @@ async fn namespace_enrolment_round_trips_through_a_real_apiserver() {
         "metadata": { "name": "bookinfo", "labels": { DATAPLANE_MODE: "ambient" } }
     }))
     .unwrap();
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
+    namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
 
-    let fetched = namespaces
-        .get("bookinfo")
-        .await
-        .expect("read namespace back");
+    let fetched = namespaces.get("bookinfo").await.expect("read namespace back");
     assert_eq!(label(&fetched), Some("ambient"));
-    assert!(
-        fetched.metadata.uid.is_some(),
-        "the API server assigns a uid"
-    );
+    assert!(fetched.metadata.uid.is_some(), "the API server assigns a uid");
 
     // Watch the namespace, then opt it out; the watch must deliver the change.
     let config = watcher::Config::default().fields("metadata.name=bookinfo");
-    let mut changes = watcher(namespaces.clone(), config)
-        .applied_objects()
-        .boxed();
+    let mut changes = watcher(namespaces.clone(), config).applied_objects().boxed();
     let first = timeout(Duration::from_secs(20), changes.try_next())
         .await
         .expect("initial watch event in time")
@@ -88,9 +72,8 @@ async fn namespace_enrolment_round_trips_through_a_real_apiserver() {
 
 #[tokio::test]
 async fn the_mesh_crds_are_installed_and_served() {
-    let harness = KubeHarness::start()
-        .await
-        .unwrap_or_else(|e| panic!("start etcd + kube-apiserver: {e}"));
+    let harness =
+        KubeHarness::start().await.unwrap_or_else(|e| panic!("start etcd + kube-apiserver: {e}"));
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(harness.client());
     let names: Vec<String> = crds
@@ -108,9 +91,6 @@ async fn the_mesh_crds_are_installed_and_served() {
         "gateways.gateway.networking.k8s.io",
         "httproutes.gateway.networking.k8s.io",
     ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "CRD {expected} missing; have {names:?}"
-        );
+        assert!(names.iter().any(|n| n == expected), "CRD {expected} missing; have {names:?}");
     }
 }

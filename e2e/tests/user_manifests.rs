@@ -20,9 +20,7 @@ use mesh_test_support::KubeHarness;
 const DEFAULT_NAMESPACE: &str = "user-manifests";
 
 fn manifests(dir: &str) -> Vec<(PathBuf, DynamicObject)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../helm/base/tests")
-        .join(dir);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/base/tests").join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -62,10 +60,7 @@ async fn apply(
     discovery: &Discovery,
     obj: &DynamicObject,
 ) -> Result<(), kube::Error> {
-    let types = obj
-        .types
-        .as_ref()
-        .expect("manifest has apiVersion and kind");
+    let types = obj.types.as_ref().expect("manifest has apiVersion and kind");
     let gvk = GroupVersionKind::try_from(types).expect("parsable apiVersion");
     let (resource, caps) = discovery
         .resolve_gvk(&gvk)
@@ -74,40 +69,26 @@ async fn apply(
     let api: Api<DynamicObject> = match caps.scope {
         Scope::Cluster => Api::all_with(client.clone(), &resource),
         Scope::Namespaced => {
-            let ns = obj
-                .metadata
-                .namespace
-                .as_deref()
-                .unwrap_or(DEFAULT_NAMESPACE);
+            let ns = obj.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
             ensure_namespace(client, ns).await;
             Api::namespaced_with(client.clone(), ns, &resource)
         }
     };
     let params = PatchParams::apply("mesh-e2e").validation(ValidationDirective::Strict);
-    api.patch(&name, &params, &Patch::Apply(obj))
-        .await
-        .map(drop)
+    api.patch(&name, &params, &Patch::Apply(obj)).await.map(drop)
 }
 
 #[tokio::test]
 async fn valid_user_manifests_apply_unchanged_and_invalid_ones_are_rejected() {
-    let harness = KubeHarness::start()
-        .await
-        .unwrap_or_else(|e| panic!("start kube-apiserver: {e}"));
+    let harness =
+        KubeHarness::start().await.unwrap_or_else(|e| panic!("start kube-apiserver: {e}"));
     let client = harness.client();
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .expect("API discovery");
+    let discovery = Discovery::new(client.clone()).run().await.expect("API discovery");
 
     let valid = manifests("examples");
     for (file, obj) in &valid {
         if let Err(e) = apply(&client, &discovery, obj).await {
-            panic!(
-                "{} ({:?}) was rejected: {e}",
-                file.display(),
-                obj.metadata.name
-            );
+            panic!("{} ({:?}) was rejected: {e}", file.display(), obj.metadata.name);
         }
     }
 

@@ -111,11 +111,7 @@ fn walk_message(schema: &mut Schema, package: &str, msg: &DescriptorProto, prefi
         fields.insert(field.name().to_owned(), (field.number(), ty));
     }
     for e in &msg.enum_type {
-        let values = e
-            .value
-            .iter()
-            .map(|v| (v.name().to_owned(), v.number()))
-            .collect();
+        let values = e.value.iter().map(|v| (v.name().to_owned(), v.number())).collect();
         schema.enums.insert(format!("{full}.{}", e.name()), values);
     }
     for nested in &msg.nested_type {
@@ -132,22 +128,13 @@ fn load_ours() -> Schema {
             walk_message(&mut schema, package, msg, "");
         }
         for e in &file.enum_type {
-            let values = e
-                .value
-                .iter()
-                .map(|v| (v.name().to_owned(), v.number()))
-                .collect();
-            schema
-                .enums
-                .insert(format!("{package}.{}", e.name()), values);
+            let values = e.value.iter().map(|v| (v.name().to_owned(), v.number())).collect();
+            schema.enums.insert(format!("{package}.{}", e.name()), values);
         }
         for service in &file.service {
             for method in &service.method {
                 schema.rpcs.insert(
-                    (
-                        format!("{package}.{}", service.name()),
-                        method.name().to_owned(),
-                    ),
+                    (format!("{package}.{}", service.name()), method.name().to_owned()),
                     (
                         method.input_type().trim_start_matches('.').to_owned(),
                         method.output_type().trim_start_matches('.').to_owned(),
@@ -188,19 +175,12 @@ fn shape(
         } else if let Some(values) = schema.enums.get(ty) {
             out.insert(field_path.clone(), (*number, "enum".to_owned()));
             for (value, n) in values {
-                out.insert(
-                    format!("{field_path}#{value}"),
-                    (*n, "enumvalue".to_owned()),
-                );
+                out.insert(format!("{field_path}#{value}"), (*n, "enumvalue".to_owned()));
             }
         } else if ty.starts_with("google.protobuf.") {
             out.insert(field_path, (*number, ty.clone()));
         } else {
-            let kind = if ty.ends_with("Entry") {
-                "map"
-            } else {
-                "message"
-            };
+            let kind = if ty.ends_with("Entry") { "map" } else { "message" };
             out.insert(field_path.clone(), (*number, kind.to_owned()));
             shape(schema, ty, &field_path, &seen, out);
         }
@@ -217,26 +197,19 @@ fn every_upstream_field_has_the_same_number_and_type_in_ours() {
         let (mut want, mut have) = (BTreeMap::new(), BTreeMap::new());
         shape(&upstream, root, root, &BTreeSet::new(), &mut want);
         assert!(!want.is_empty(), "upstream facts lack root {root}");
-        assert!(
-            ours.fields.contains_key(*root),
-            "our schema lacks message {root}"
-        );
+        assert!(ours.fields.contains_key(*root), "our schema lacks message {root}");
         shape(&ours, root, root, &BTreeSet::new(), &mut have);
         for (path, expected) in &want {
             checked += 1;
             match have.get(path) {
                 None => mismatches.push(format!("missing {path} (upstream {expected:?})")),
-                Some(actual) if actual != expected => mismatches.push(format!(
-                    "differs {path}: ours {actual:?}, upstream {expected:?}"
-                )),
+                Some(actual) if actual != expected => mismatches
+                    .push(format!("differs {path}: ours {actual:?}, upstream {expected:?}")),
                 Some(_) => {}
             }
         }
     }
-    assert!(
-        checked > 250,
-        "only {checked} facts checked; the fact table looks truncated"
-    );
+    assert!(checked > 250, "only {checked} facts checked; the fact table looks truncated");
     assert!(
         mismatches.is_empty(),
         "{} of {checked} facts differ:\n{}",
@@ -251,13 +224,7 @@ fn every_upstream_rpc_exists_with_the_same_messages() {
     let ours = load_ours();
     assert_eq!(upstream.rpcs.len(), 3);
     for (key, expected) in &upstream.rpcs {
-        assert_eq!(
-            ours.rpcs.get(key),
-            Some(expected),
-            "rpc {}/{}",
-            key.0,
-            key.1
-        );
+        assert_eq!(ours.rpcs.get(key), Some(expected), "rpc {}/{}", key.0, key.1);
     }
 }
 
@@ -292,13 +259,7 @@ fn a_renumbered_field_is_reported() {
         &BTreeSet::new(),
         &mut want,
     );
-    shape(
-        &ours,
-        "istio.workload.Address",
-        "istio.workload.Address",
-        &BTreeSet::new(),
-        &mut have,
-    );
+    shape(&ours, "istio.workload.Address", "istio.workload.Address", &BTreeSet::new(), &mut have);
     let key = "istio.workload.Address.workload.uid";
     assert_eq!(want.get(key), Some(&(20, "string".to_owned())));
     assert_ne!(want.get(key), have.get(key));
@@ -309,10 +270,7 @@ fn a_renumbered_field_is_reported() {
 fn encoded_workload_uses_upstream_field_numbers() {
     use mesh_proto::workload::{Address, Workload, address};
     let addr = Address {
-        r#type: Some(address::Type::Workload(Workload {
-            uid: "u".into(),
-            ..Default::default()
-        })),
+        r#type: Some(address::Type::Workload(Workload { uid: "u".into(), ..Default::default() })),
     };
     let bytes = addr.encode_to_vec();
     // Address.workload = field 1, length-delimited; Workload.uid = field 20, string.

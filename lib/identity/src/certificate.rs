@@ -21,14 +21,9 @@ pub struct TrustBundle {
 
 impl fmt::Debug for TrustBundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let subjects: Vec<String> = self
-            .roots
-            .iter()
-            .map(|r| format!("{:?}", r.subject_name()))
-            .collect();
-        f.debug_struct("TrustBundle")
-            .field("roots", &subjects)
-            .finish()
+        let subjects: Vec<String> =
+            self.roots.iter().map(|r| format!("{:?}", r.subject_name())).collect();
+        f.debug_struct("TrustBundle").field("roots", &subjects).finish()
     }
 }
 
@@ -41,18 +36,13 @@ impl TrustBundle {
         for root in &roots {
             builder.add_cert(root.clone())?;
         }
-        Ok(Self {
-            roots,
-            store: builder.build(),
-        })
+        Ok(Self { roots, store: builder.build() })
     }
 
     /// Parses one or more PEM certificates.
     pub fn from_pem(pem: &[u8]) -> Result<Self, CertificateError> {
-        let roots = X509::stack_from_pem(pem).map_err(|source| CertificateError::Parse {
-            what: "trust bundle PEM",
-            source,
-        })?;
+        let roots = X509::stack_from_pem(pem)
+            .map_err(|source| CertificateError::Parse { what: "trust bundle PEM", source })?;
         Self::new(roots)
     }
 
@@ -127,21 +117,15 @@ impl WorkloadCertificate {
     ) -> Result<Self, CertificateError> {
         let mut certs = Vec::new();
         for pem in chain {
-            let parsed =
-                X509::stack_from_pem(pem.as_bytes()).map_err(|source| CertificateError::Parse {
-                    what: "certificate chain PEM",
-                    source,
-                })?;
+            let parsed = X509::stack_from_pem(pem.as_bytes()).map_err(|source| {
+                CertificateError::Parse { what: "certificate chain PEM", source }
+            })?;
             certs.extend(parsed);
         }
         let mut certs = certs.into_iter();
-        let leaf = certs
-            .next()
-            .ok_or(CertificateError::Empty("certificate chain"))?;
+        let leaf = certs.next().ok_or(CertificateError::Empty("certificate chain"))?;
         let mut rest: Vec<X509> = certs.collect();
-        let root = rest
-            .pop()
-            .ok_or(CertificateError::Empty("root certificate in the chain"))?;
+        let root = rest.pop().ok_or(CertificateError::Empty("root certificate in the chain"))?;
         Self::new(expected, key, leaf, rest, TrustBundle::new(vec![root])?)
     }
 
@@ -209,10 +193,7 @@ impl WorkloadCertificate {
 
     /// Half way through the validity period: when renewal is due.
     pub fn refresh_at(&self) -> SystemTime {
-        let lifetime = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
+        let lifetime = self.not_after.duration_since(self.not_before).unwrap_or_default();
         self.not_before + lifetime / 2
     }
 

@@ -20,9 +20,7 @@ pub struct CertificateRequest {
 
 impl std::fmt::Debug for CertificateRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateRequest")
-            .field("csr_pem", &self.csr_pem)
-            .finish_non_exhaustive()
+        f.debug_struct("CertificateRequest").field("csr_pem", &self.csr_pem).finish_non_exhaustive()
     }
 }
 
@@ -73,9 +71,6 @@ mod tests {
             })
             .flat_map(|san| san.general_names.iter().map(|n| n.to_string()))
             .collect();
-        assert_eq!(
-            uris,
-            vec!["URI(spiffe://cluster.local/ns/ns/sa/sa)".to_owned()]
-        );
+        assert_eq!(uris, vec!["URI(spiffe://cluster.local/ns/ns/sa/sa)".to_owned()]);
     }
 }

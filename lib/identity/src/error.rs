@@ -16,10 +16,7 @@ pub enum CertificateError {
     #[error("the leaf certificate: {0}")]
     Leaf(#[from] PeerError),
     #[error("the leaf is for {found}, expected {expected}")]
-    WrongIdentity {
-        expected: Box<Identity>,
-        found: Box<Identity>,
-    },
+    WrongIdentity { expected: Box<Identity>, found: Box<Identity> },
     #[error("the private key does not match the leaf certificate")]
     KeyMismatch,
     #[error("BoringSSL: {0}")]
@@ -46,9 +43,8 @@ pub enum PeerError {
     TrustDomain(String),
     #[error("chain does not verify against the trust bundle: {0}")]
     Chain(String),
+    #[error("server certificate is not valid for host {0:?}")]
+    Hostname(String),
     #[error("peer is {found}, expected one of [{expected}]")]
-    UnexpectedIdentity {
-        found: Box<Identity>,
-        expected: String,
-    },
+    UnexpectedIdentity { found: Box<Identity>, expected: String },
 }

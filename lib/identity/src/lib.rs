@@ -9,11 +9,17 @@
 //! - [`tls`]: BoringSSL contexts for HBONE and the control plane: TLS 1.3 only
 //!   by default, ALPN `h2`, no resumption, X25519MLKEM768 preferred, and
 //!   SPIFFE peer verification ([`verify`]).
+//! - [`caclient`]: asks istiod's CA to sign, and checks what comes back.
+//! - [`control_plane`] and [`grpc`]: TLS to istiod (DNS-named server
+//!   certificate, bearer-token clients) and tonic over BoringSSL.
 #![forbid(unsafe_code)]
 
+pub mod caclient;
 mod certificate;
+pub mod control_plane;
 pub mod csr;
 mod error;
+pub mod grpc;
 pub mod tls;
 pub mod verify;
 

@@ -9,10 +9,12 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use boring::pkey::{PKeyRef, Private};
 use boring::ssl::{
     AlpnError, Ssl, SslAlert, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef,
     SslSessionCacheMode, SslVerifyError, SslVerifyMode, SslVersion,
 };
+use boring::x509::{X509, X509Ref};
 use mesh_model::Identity;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_boring::SslStream;
@@ -68,27 +70,54 @@ impl From<boring::error::ErrorStack> for TlsError {
     }
 }
 
+/// A context builder with the protocol defaults of [`TlsSettings`] applied:
+/// versions, groups, no tickets, no session cache.
+pub(crate) fn protocol_defaults(settings: TlsSettings) -> Result<SslContextBuilder, TlsError> {
+    let mut builder = SslContextBuilder::new(SslMethod::tls())?;
+    let min = if settings.allow_tls12 { SslVersion::TLS1_2 } else { SslVersion::TLS1_3 };
+    builder.set_min_proto_version(Some(min))?;
+    builder.set_max_proto_version(Some(SslVersion::TLS1_3))?;
+    builder.set_curves_list(settings.key_exchange.groups())?;
+    builder.set_options(SslOptions::NO_TICKET);
+    builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+    Ok(builder)
+}
+
+/// Presents `leaf` (with `intermediates`) signed by `key`.
+pub(crate) fn present(
+    builder: &mut SslContextBuilder,
+    leaf: &X509Ref,
+    intermediates: &[X509],
+    key: &PKeyRef<Private>,
+) -> Result<(), TlsError> {
+    builder.set_certificate(leaf)?;
+    for intermediate in intermediates {
+        builder.add_extra_chain_cert(intermediate.clone())?;
+    }
+    builder.set_private_key(key)?;
+    builder.check_private_key()?;
+    Ok(())
+}
+
+/// Servers select `h2` and refuse clients that do not offer it.
+pub(crate) fn select_h2(builder: &mut SslContextBuilder) {
+    builder.set_alpn_select_callback(|_, offered| {
+        boring::ssl::select_next_proto(ALPN_H2, offered).ok_or(AlpnError::ALERT_FATAL)
+    });
+}
+
+/// Clients offer `h2` only.
+pub(crate) fn offer_h2(builder: &mut SslContextBuilder) -> Result<(), TlsError> {
+    builder.set_alpn_protos(ALPN_H2)?;
+    Ok(())
+}
+
 fn base_context(
     cert: &WorkloadCertificate,
     settings: TlsSettings,
 ) -> Result<SslContextBuilder, TlsError> {
-    let mut builder = SslContextBuilder::new(SslMethod::tls())?;
-    let min = if settings.allow_tls12 {
-        SslVersion::TLS1_2
-    } else {
-        SslVersion::TLS1_3
-    };
-    builder.set_min_proto_version(Some(min))?;
-    builder.set_max_proto_version(Some(SslVersion::TLS1_3))?;
-    builder.set_curves_list(settings.key_exchange.groups())?;
-    builder.set_certificate(cert.leaf())?;
-    for intermediate in cert.intermediates() {
-        builder.add_extra_chain_cert(intermediate.clone())?;
-    }
-    builder.set_private_key(cert.key())?;
-    builder.check_private_key()?;
-    builder.set_options(SslOptions::NO_TICKET);
-    builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+    let mut builder = protocol_defaults(settings)?;
+    present(&mut builder, cert.leaf(), cert.intermediates(), cert.key())?;
     Ok(builder)
 }
 
@@ -99,9 +128,7 @@ pub fn server_context(
     settings: TlsSettings,
 ) -> Result<SslContext, TlsError> {
     let mut builder = base_context(cert, settings)?;
-    builder.set_alpn_select_callback(|_, offered| {
-        boring::ssl::select_next_proto(ALPN_H2, offered).ok_or(AlpnError::ALERT_FATAL)
-    });
+    select_h2(&mut builder);
     Ok(builder.build())
 }
 
@@ -111,40 +138,52 @@ pub fn client_context(
     settings: TlsSettings,
 ) -> Result<SslContext, TlsError> {
     let mut builder = base_context(cert, settings)?;
-    builder.set_alpn_protos(ALPN_H2)?;
+    offer_h2(&mut builder)?;
     Ok(builder.build())
 }
 
 /// Why the verify callback refused, read back after a failed handshake.
-type RejectionSlot = Arc<Mutex<Option<PeerError>>>;
+pub(crate) type RejectionSlot = Arc<Mutex<Option<PeerError>>>;
 
 /// Installs the SPIFFE verification on one connection.
 fn require_peer(ssl: &mut Ssl, bundle: Arc<TrustBundle>, policy: PeerPolicy) -> RejectionSlot {
+    install_verifier(ssl, bundle, move |leaf| {
+        let der = leaf.to_der().map_err(|e| PeerError::Malformed(e.to_string()))?;
+        policy.check(&leaf_identity(&der)?)
+    })
+}
+
+/// Installs peer verification on one connection: the chain must reach
+/// `bundle`, then `check` judges the leaf. The reason for a refusal is kept
+/// in the returned slot.
+pub(crate) fn install_verifier<F>(
+    ssl: &mut Ssl,
+    bundle: Arc<TrustBundle>,
+    check: F,
+) -> RejectionSlot
+where
+    F: Fn(&X509Ref) -> Result<(), PeerError> + Send + Sync + 'static,
+{
     let slot: RejectionSlot = Arc::default();
     let record = Arc::clone(&slot);
-    ssl.set_custom_verify_callback(
-        SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-        move |ssl| {
-            verify_peer(ssl, &bundle, &policy).map_err(|reason| {
-                let alert = match &reason {
-                    PeerError::Chain(r) if r.contains("expired") => SslAlert::CERTIFICATE_EXPIRED,
-                    PeerError::Chain(_) => SslAlert::UNKNOWN_CA,
-                    _ => SslAlert::BAD_CERTIFICATE,
-                };
-                tracing::debug!(%reason, "rejecting TLS peer");
-                *record.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
-                SslVerifyError::Invalid(alert)
-            })
-        },
-    );
+    let mode = SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+    ssl.set_custom_verify_callback(mode, move |ssl| {
+        verify_chain(ssl, &bundle).and_then(|leaf| check(&leaf)).map_err(|reason| {
+            let alert = match &reason {
+                PeerError::Chain(r) if r.contains("expired") => SslAlert::CERTIFICATE_EXPIRED,
+                PeerError::Chain(_) => SslAlert::UNKNOWN_CA,
+                _ => SslAlert::BAD_CERTIFICATE,
+            };
+            tracing::debug!(%reason, "rejecting TLS peer");
+            *record.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+            SslVerifyError::Invalid(alert)
+        })
+    });
     slot
 }
 
-fn verify_peer(
-    ssl: &mut SslRef,
-    bundle: &TrustBundle,
-    policy: &PeerPolicy,
-) -> Result<(), PeerError> {
+/// Verifies the peer's chain up to `bundle` and returns its leaf.
+fn verify_chain(ssl: &mut SslRef, bundle: &TrustBundle) -> Result<X509, PeerError> {
     let leaf = ssl.peer_certificate().ok_or(PeerError::NoCertificate)?;
     match ssl.peer_cert_chain() {
         Some(chain) => bundle.verify_chain(&leaf, chain)?,
@@ -153,15 +192,13 @@ fn verify_peer(
             bundle.verify_chain(&leaf, &empty)?;
         }
     }
-    let identity = leaf_identity(
-        &leaf
-            .to_der()
-            .map_err(|e| PeerError::Malformed(e.to_string()))?,
-    )?;
-    policy.check(&identity)
+    Ok(leaf)
 }
 
-fn handshake_error<S>(slot: &RejectionSlot, err: &tokio_boring::HandshakeError<S>) -> TlsError {
+pub(crate) fn handshake_error<S>(
+    slot: &RejectionSlot,
+    err: &tokio_boring::HandshakeError<S>,
+) -> TlsError {
     match slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
         Some(reason) => TlsError::Peer(reason),
         None => TlsError::Handshake(err.to_string()),
@@ -170,18 +207,11 @@ fn handshake_error<S>(slot: &RejectionSlot, err: &tokio_boring::HandshakeError<S
 
 /// The verified identity of the peer of an established connection.
 pub fn peer_identity<S>(stream: &SslStream<S>) -> Result<Identity, PeerError> {
-    let leaf = stream
-        .ssl()
-        .peer_certificate()
-        .ok_or(PeerError::NoCertificate)?;
-    leaf_identity(
-        &leaf
-            .to_der()
-            .map_err(|e| PeerError::Malformed(e.to_string()))?,
-    )
+    let leaf = stream.ssl().peer_certificate().ok_or(PeerError::NoCertificate)?;
+    leaf_identity(&leaf.to_der().map_err(|e| PeerError::Malformed(e.to_string()))?)
 }
 
-fn require_h2<S>(stream: &SslStream<S>) -> Result<(), TlsError> {
+pub(crate) fn require_h2<S>(stream: &SslStream<S>) -> Result<(), TlsError> {
     match stream.ssl().selected_alpn_protocol() {
         Some(b"h2") => Ok(()),
         _ => Err(TlsError::NoAlpn),

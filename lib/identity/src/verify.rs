@@ -77,15 +77,9 @@ impl PeerPolicy {
                 if allowed.contains(peer) {
                     Ok(())
                 } else {
-                    let expected = allowed
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    Err(PeerError::UnexpectedIdentity {
-                        found: Box::new(peer.clone()),
-                        expected,
-                    })
+                    let expected =
+                        allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                    Err(PeerError::UnexpectedIdentity { found: Box::new(peer.clone()), expected })
                 }
             }
         }
@@ -98,25 +92,15 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
-        assert!(matches!(
-            leaf_identity(b"not a certificate"),
-            Err(PeerError::Malformed(_))
-        ));
+        assert!(matches!(leaf_identity(b"not a certificate"), Err(PeerError::Malformed(_))));
         assert!(matches!(leaf_identity(&[]), Err(PeerError::Malformed(_))));
-        assert!(matches!(
-            leaf_identity(&[0x30, 0x82, 0xff, 0xff]),
-            Err(PeerError::Malformed(_))
-        ));
+        assert!(matches!(leaf_identity(&[0x30, 0x82, 0xff, 0xff]), Err(PeerError::Malformed(_))));
     }
 
     #[test]
     fn policy_checks_trust_domain_or_identity() {
         let id = Identity::new("cluster.local", "ns", "sa").unwrap();
-        assert!(
-            PeerPolicy::TrustDomains(vec!["cluster.local".into()])
-                .check(&id)
-                .is_ok()
-        );
+        assert!(PeerPolicy::TrustDomains(vec!["cluster.local".into()]).check(&id).is_ok());
         assert_eq!(
             PeerPolicy::TrustDomains(vec!["other.org".into()]).check(&id),
             Err(PeerError::TrustDomain("cluster.local".into()))
@@ -127,9 +111,6 @@ mod tests {
             PeerPolicy::Identities(vec![other]).check(&id),
             Err(PeerError::UnexpectedIdentity { .. })
         ));
-        assert!(
-            PeerPolicy::Identities(vec![]).check(&id).is_err(),
-            "an empty set accepts nobody"
-        );
+        assert!(PeerPolicy::Identities(vec![]).check(&id).is_err(), "an empty set accepts nobody");
     }
 }

@@ -5,6 +5,7 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
+    clippy::indexing_slicing,
     reason = "test code"
 )]
 
@@ -44,8 +45,7 @@ fn raw_context(issued: &IssuedLeaf, server: bool) -> SslContext {
     b.set_certificate(&issued.leaf).unwrap();
     b.set_private_key(&issued.key).unwrap();
     for pem in issued.chain_pem.iter().skip(1) {
-        b.add_extra_chain_cert(boring::x509::X509::from_pem(pem.as_bytes()).unwrap())
-            .unwrap();
+        b.add_extra_chain_cert(boring::x509::X509::from_pem(pem.as_bytes()).unwrap()).unwrap();
     }
     b.set_verify(SslVerifyMode::NONE);
     if server {
@@ -69,9 +69,8 @@ async fn handshake_with_hostile_server(
     });
     let client_cert = workload(client_ca, CLIENT);
     let ctx = tls::client_context(&client_cert, TlsSettings::default()).unwrap();
-    let err = tls::connect(&ctx, a, bundle(client_ca), policy)
-        .await
-        .expect_err("handshake must fail");
+    let err =
+        tls::connect(&ctx, a, bundle(client_ca), policy).await.expect_err("handshake must fail");
     server.abort();
     err
 }
@@ -85,9 +84,8 @@ async fn handshake_with_hostile_client(issued: IssuedLeaf, server_ca: &TestCa) -
     });
     let server_cert = workload(server_ca, SERVER);
     let ctx = tls::server_context(&server_cert, TlsSettings::default()).unwrap();
-    let err = tls::accept(&ctx, b, bundle(server_ca), domains())
-        .await
-        .expect_err("handshake must fail");
+    let err =
+        tls::accept(&ctx, b, bundle(server_ca), domains()).await.expect_err("handshake must fail");
     client.abort();
     err
 }
@@ -105,14 +103,9 @@ async fn good_peers_connect_with_tls13_h2_and_the_hybrid_group() {
 
     let client_cert = workload(&ca, CLIENT);
     let client_ctx = tls::client_context(&client_cert, TlsSettings::default()).unwrap();
-    let stream = tls::connect(
-        &client_ctx,
-        a,
-        roots,
-        PeerPolicy::Identities(vec![id(SERVER)]),
-    )
-    .await
-    .unwrap();
+    let stream = tls::connect(&client_ctx, a, roots, PeerPolicy::Identities(vec![id(SERVER)]))
+        .await
+        .unwrap();
     let (server_stream, client_identity) = server.await.unwrap().unwrap();
 
     assert_eq!(client_identity, id(CLIENT));
@@ -134,19 +127,11 @@ async fn classical_client_falls_back_to_x25519() {
     let server_roots = Arc::clone(&roots);
     let server =
         tokio::spawn(async move { tls::accept(&server_ctx, b, server_roots, domains()).await });
-    let settings = TlsSettings {
-        key_exchange: KeyExchange::Classical,
-        ..Default::default()
-    };
+    let settings = TlsSettings { key_exchange: KeyExchange::Classical, ..Default::default() };
     let client_ctx = tls::client_context(&workload(&ca, CLIENT), settings).unwrap();
-    let stream = tls::connect(
-        &client_ctx,
-        a,
-        roots,
-        PeerPolicy::Identities(vec![id(SERVER)]),
-    )
-    .await
-    .unwrap();
+    let stream = tls::connect(&client_ctx, a, roots, PeerPolicy::Identities(vec![id(SERVER)]))
+        .await
+        .unwrap();
     server.await.unwrap().unwrap();
     assert_eq!(stream.ssl().curve_name(), Some("X25519"));
 }
@@ -163,18 +148,11 @@ async fn client_refuses_each_bad_server() {
     let ca = TestCa::root("mesh").unwrap();
     let expected = || PeerPolicy::Identities(vec![id(SERVER)]);
 
-    let expired = LeafSpec {
-        valid_from: -7200,
-        valid_until: -3600,
-        ..LeafSpec::workload(SERVER)
-    };
+    let expired = LeafSpec { valid_from: -7200, valid_until: -3600, ..LeafSpec::workload(SERVER) };
     let err = expect_peer(
         handshake_with_hostile_server(ca.issue(&expired).unwrap(), &ca, expected()).await,
     );
-    assert!(
-        matches!(&err, PeerError::Chain(r) if r.contains("expired")),
-        "{err}"
-    );
+    assert!(matches!(&err, PeerError::Chain(r) if r.contains("expired")), "{err}");
 
     let foreign_td = LeafSpec::workload("spiffe://evil.example/ns/default/sa/server");
     let policy = PeerPolicy::Identities(vec![id(SERVER)]);
@@ -187,28 +165,21 @@ async fn client_refuses_each_bad_server() {
     );
     assert_eq!(err, PeerError::TrustDomain("evil.example".into()));
 
-    let two_sans = LeafSpec {
-        uri_sans: vec![SERVER.into(), CLIENT.into()],
-        ..LeafSpec::workload(SERVER)
-    };
+    let two_sans =
+        LeafSpec { uri_sans: vec![SERVER.into(), CLIENT.into()], ..LeafSpec::workload(SERVER) };
     let err = expect_peer(
         handshake_with_hostile_server(ca.issue(&two_sans).unwrap(), &ca, expected()).await,
     );
     assert_eq!(err, PeerError::SanCount(2));
 
-    let uri_and_dns = LeafSpec {
-        dns_sans: vec!["server.default.svc".into()],
-        ..LeafSpec::workload(SERVER)
-    };
+    let uri_and_dns =
+        LeafSpec { dns_sans: vec!["server.default.svc".into()], ..LeafSpec::workload(SERVER) };
     let err = expect_peer(
         handshake_with_hostile_server(ca.issue(&uri_and_dns).unwrap(), &ca, expected()).await,
     );
     assert_eq!(err, PeerError::SanCount(2));
 
-    let ca_leaf = LeafSpec {
-        is_ca: true,
-        ..LeafSpec::workload(SERVER)
-    };
+    let ca_leaf = LeafSpec { is_ca: true, ..LeafSpec::workload(SERVER) };
     let err = expect_peer(
         handshake_with_hostile_server(ca.issue(&ca_leaf).unwrap(), &ca, expected()).await,
     );
@@ -242,24 +213,11 @@ async fn client_refuses_each_bad_server() {
 async fn server_refuses_each_bad_client() {
     let ca = TestCa::root("mesh").unwrap();
     let cases = [
-        LeafSpec {
-            valid_from: -7200,
-            valid_until: -3600,
-            ..LeafSpec::workload(CLIENT)
-        },
+        LeafSpec { valid_from: -7200, valid_until: -3600, ..LeafSpec::workload(CLIENT) },
         LeafSpec::workload("spiffe://evil.example/ns/default/sa/client"),
-        LeafSpec {
-            uri_sans: vec![CLIENT.into(), SERVER.into()],
-            ..LeafSpec::workload(CLIENT)
-        },
-        LeafSpec {
-            is_ca: true,
-            ..LeafSpec::workload(CLIENT)
-        },
-        LeafSpec {
-            uri_sans: vec![],
-            ..LeafSpec::workload(CLIENT)
-        },
+        LeafSpec { uri_sans: vec![CLIENT.into(), SERVER.into()], ..LeafSpec::workload(CLIENT) },
+        LeafSpec { is_ca: true, ..LeafSpec::workload(CLIENT) },
+        LeafSpec { uri_sans: vec![], ..LeafSpec::workload(CLIENT) },
     ];
     for spec in cases {
         let err = handshake_with_hostile_client(ca.issue(&spec).unwrap(), &ca).await;
@@ -284,15 +242,10 @@ async fn server_requires_a_client_certificate() {
         let _ = tokio_boring::SslStreamBuilder::new(ssl, a).connect().await;
     });
     let ctx = tls::server_context(&workload(&ca, SERVER), TlsSettings::default()).unwrap();
-    let err = tls::accept(&ctx, b, bundle(&ca), domains())
-        .await
-        .expect_err("no client cert");
+    let err = tls::accept(&ctx, b, bundle(&ca), domains()).await.expect_err("no client cert");
     client.abort();
     assert!(
-        matches!(
-            err,
-            TlsError::Handshake(_) | TlsError::Peer(PeerError::NoCertificate)
-        ),
+        matches!(err, TlsError::Handshake(_) | TlsError::Peer(PeerError::NoCertificate)),
         "{err}"
     );
 }
@@ -306,18 +259,14 @@ async fn tls12_only_clients_are_refused_by_default() {
         let mut builder = SslContextBuilder::new(SslMethod::tls()).unwrap();
         builder.set_certificate(&issued.leaf).unwrap();
         builder.set_private_key(&issued.key).unwrap();
-        builder
-            .set_max_proto_version(Some(SslVersion::TLS1_2))
-            .unwrap();
+        builder.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
         builder.set_verify(SslVerifyMode::NONE);
         builder.set_alpn_protos(b"\x02h2").unwrap();
         let ssl = boring::ssl::Ssl::new(&builder.build()).unwrap();
         let _ = tokio_boring::SslStreamBuilder::new(ssl, a).connect().await;
     });
     let ctx = tls::server_context(&workload(&ca, SERVER), TlsSettings::default()).unwrap();
-    let err = tls::accept(&ctx, b, bundle(&ca), domains())
-        .await
-        .expect_err("TLS 1.2 refused");
+    let err = tls::accept(&ctx, b, bundle(&ca), domains()).await.expect_err("TLS 1.2 refused");
     client.abort();
     assert!(matches!(err, TlsError::Handshake(_)), "{err}");
 }
@@ -340,14 +289,7 @@ async fn intermediate_chains_verify_and_a_rotated_root_overlaps() {
         tokio::spawn(async move { tls::accept(&server_ctx, b, server_trust, domains()).await });
     let client_ctx =
         tls::client_context(&workload(&old_root, CLIENT), TlsSettings::default()).unwrap();
-    tls::connect(
-        &client_ctx,
-        a,
-        trust,
-        PeerPolicy::Identities(vec![id(SERVER)]),
-    )
-    .await
-    .unwrap();
+    tls::connect(&client_ctx, a, trust, PeerPolicy::Identities(vec![id(SERVER)])).await.unwrap();
     assert_eq!(server.await.unwrap().unwrap().1, id(CLIENT));
 }
 
@@ -358,8 +300,7 @@ fn workload_certificate_checks_what_the_ca_returned() {
     let err = WorkloadCertificate::from_chain_pem(&id(CLIENT), issued.key, &issued.chain_pem)
         .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("expected spiffe://cluster.local/ns/default/sa/client"),
+        err.to_string().contains("expected spiffe://cluster.local/ns/default/sa/client"),
         "{err}"
     );
 
@@ -367,18 +308,12 @@ fn workload_certificate_checks_what_the_ca_returned() {
     let other = ca.issue(&LeafSpec::workload(SERVER)).unwrap();
     let err =
         WorkloadCertificate::from_chain_pem(&id(SERVER), other.key, &issued.chain_pem).unwrap_err();
-    assert!(
-        matches!(err, mesh_identity::CertificateError::KeyMismatch),
-        "{err}"
-    );
+    assert!(matches!(err, mesh_identity::CertificateError::KeyMismatch), "{err}");
 
     let issued = ca.issue(&LeafSpec::workload(SERVER)).unwrap();
     let err = WorkloadCertificate::from_chain_pem(&id(SERVER), issued.key, &issued.chain_pem[..1])
         .unwrap_err();
-    assert!(
-        matches!(err, mesh_identity::CertificateError::Empty(_)),
-        "{err}"
-    );
+    assert!(matches!(err, mesh_identity::CertificateError::Empty(_)), "{err}");
 
     let issued = ca.issue(&LeafSpec::workload(SERVER)).unwrap();
     let garbage = vec!["-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".to_owned()];

@@ -16,10 +16,7 @@ pub fn ip_from_bytes(field: &'static str, bytes: &[u8]) -> Result<IpAddr, ModelE
     if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
         return Ok(IpAddr::V6(Ipv6Addr::from(v6)));
     }
-    Err(ModelError::AddressLength {
-        field,
-        len: bytes.len(),
-    })
+    Err(ModelError::AddressLength { field, len: bytes.len() })
 }
 
 /// Decodes an address plus prefix length into a CIDR with host bits cleared.
@@ -39,9 +36,11 @@ pub fn prefix_from_bytes(
         .ok()
         .filter(|l| *l <= max)
         .ok_or(ModelError::PrefixLength { field, length, max })?;
-    IpNet::new(ip, prefix_len)
-        .map(|net| net.trunc())
-        .map_err(|_| ModelError::PrefixLength { field, length, max })
+    IpNet::new(ip, prefix_len).map(|net| net.trunc()).map_err(|_| ModelError::PrefixLength {
+        field,
+        length,
+        max,
+    })
 }
 
 /// An IP address on a named network ("" is the default network).
@@ -71,10 +70,7 @@ impl TryFrom<pb::NetworkAddress> for NetworkAddress {
                 reason: format!("a single address was expected, got the range {prefix}"),
             });
         }
-        Ok(Self {
-            network: value.network,
-            address: prefix.addr(),
-        })
+        Ok(Self { network: value.network, address: prefix.addr() })
     }
 }
 
@@ -91,10 +87,7 @@ impl TryFrom<pb::NetworkAddress> for NetworkPrefix {
 
     fn try_from(value: pb::NetworkAddress) -> Result<Self, Self::Error> {
         let prefix = prefix_from_bytes("NetworkAddress.address", &value.address, value.length)?;
-        Ok(Self {
-            network: value.network,
-            prefix,
-        })
+        Ok(Self { network: value.network, prefix })
     }
 }
 
@@ -110,15 +103,9 @@ impl NamespacedHostname {
     pub fn parse(field: &'static str, value: &str) -> Result<Self, ModelError> {
         match value.split_once('/') {
             Some((ns, host)) if !ns.is_empty() && !host.is_empty() && !host.contains('/') => {
-                Ok(Self {
-                    namespace: ns.to_owned(),
-                    hostname: host.to_owned(),
-                })
+                Ok(Self { namespace: ns.to_owned(), hostname: host.to_owned() })
             }
-            _ => Err(ModelError::NamespacedHostname {
-                field,
-                value: value.to_owned(),
-            }),
+            _ => Err(ModelError::NamespacedHostname { field, value: value.to_owned() }),
         }
     }
 }
@@ -163,25 +150,17 @@ impl TryFrom<pb::GatewayAddress> for GatewayAddress {
             Some(Destination::Hostname(h)) => GatewayDestination::Hostname(h.try_into()?),
             Some(Destination::Address(a)) => GatewayDestination::Address(a.try_into()?),
             None => {
-                return Err(ModelError::Missing {
-                    field: "GatewayAddress.destination",
-                });
+                return Err(ModelError::Missing { field: "GatewayAddress.destination" });
             }
         };
         let hbone_mtls_port = port("GatewayAddress.hbone_mtls_port", value.hbone_mtls_port)?;
-        Ok(Self {
-            destination,
-            hbone_mtls_port,
-        })
+        Ok(Self { destination, hbone_mtls_port })
     }
 }
 
 /// A TCP port in 1-65535.
 pub(crate) fn port(field: &'static str, value: u32) -> Result<u16, ModelError> {
-    u16::try_from(value)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or(ModelError::Port { field, value })
+    u16::try_from(value).ok().filter(|p| *p != 0).ok_or(ModelError::Port { field, value })
 }
 
 #[cfg(test)]
@@ -207,38 +186,21 @@ mod tests {
     #[test]
     fn prefixes_default_to_the_host_and_clear_host_bits() {
         assert_eq!(
-            prefix_from_bytes("f", &[10, 1, 2, 3], None)
-                .unwrap()
-                .to_string(),
+            prefix_from_bytes("f", &[10, 1, 2, 3], None).unwrap().to_string(),
             "10.1.2.3/32"
         );
         assert_eq!(
-            prefix_from_bytes("f", &[10, 1, 2, 3], Some(16))
-                .unwrap()
-                .to_string(),
+            prefix_from_bytes("f", &[10, 1, 2, 3], Some(16)).unwrap().to_string(),
             "10.1.0.0/16"
         );
-        assert_eq!(
-            prefix_from_bytes("f", &[0; 16], Some(0))
-                .unwrap()
-                .to_string(),
-            "::/0"
-        );
+        assert_eq!(prefix_from_bytes("f", &[0; 16], Some(0)).unwrap().to_string(), "::/0");
         assert_eq!(
             prefix_from_bytes("f", &[10, 1, 2, 3], Some(33)),
-            Err(ModelError::PrefixLength {
-                field: "f",
-                length: 33,
-                max: 32
-            })
+            Err(ModelError::PrefixLength { field: "f", length: 33, max: 32 })
         );
         assert_eq!(
             prefix_from_bytes("f", &[0; 16], Some(1000)),
-            Err(ModelError::PrefixLength {
-                field: "f",
-                length: 1000,
-                max: 128
-            })
+            Err(ModelError::PrefixLength { field: "f", length: 1000, max: 128 })
         );
     }
 
@@ -256,10 +218,7 @@ mod tests {
             address: vec![10, 0, 0, 0],
             length: Some(8),
         };
-        assert!(matches!(
-            NetworkAddress::try_from(range),
-            Err(ModelError::Invalid { .. })
-        ));
+        assert!(matches!(NetworkAddress::try_from(range), Err(ModelError::Invalid { .. })));
     }
 
     #[test]
@@ -270,15 +229,10 @@ mod tests {
         for bad in ["", "ns", "/host", "ns/", "a/b/c"] {
             assert!(NamespacedHostname::parse("k", bad).is_err(), "{bad:?}");
         }
-        let empty = pb::NamespacedHostname {
-            namespace: "ns".into(),
-            hostname: String::new(),
-        };
+        let empty = pb::NamespacedHostname { namespace: "ns".into(), hostname: String::new() };
         assert_eq!(
             NamespacedHostname::try_from(empty),
-            Err(ModelError::Missing {
-                field: "NamespacedHostname.hostname"
-            })
+            Err(ModelError::Missing { field: "NamespacedHostname.hostname" })
         );
     }
 
@@ -295,15 +249,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ok.hbone_mtls_port, 15008);
-        let no_dest = pb::GatewayAddress {
-            destination: None,
-            hbone_mtls_port: 15008,
-        };
+        let no_dest = pb::GatewayAddress { destination: None, hbone_mtls_port: 15008 };
         assert_eq!(
             GatewayAddress::try_from(no_dest),
-            Err(ModelError::Missing {
-                field: "GatewayAddress.destination"
-            })
+            Err(ModelError::Missing { field: "GatewayAddress.destination" })
         );
         for bad_port in [0, 65536, u32::MAX] {
             let g = pb::GatewayAddress {
@@ -312,10 +261,7 @@ mod tests {
             };
             assert_eq!(
                 GatewayAddress::try_from(g),
-                Err(ModelError::Port {
-                    field: "GatewayAddress.hbone_mtls_port",
-                    value: bad_port
-                })
+                Err(ModelError::Port { field: "GatewayAddress.hbone_mtls_port", value: bad_port })
             );
         }
     }

@@ -60,9 +60,7 @@ impl TryFrom<pb::StringMatch> for StringMatch {
             Some(MatchType::Prefix(s)) => Ok(Self::Prefix(s)),
             Some(MatchType::Suffix(s)) => Ok(Self::Suffix(s)),
             Some(MatchType::Presence(())) => Ok(Self::Presence),
-            None => Err(ModelError::Missing {
-                field: "StringMatch.match_type",
-            }),
+            None => Err(ModelError::Missing { field: "StringMatch.match_type" }),
         }
     }
 }
@@ -110,9 +108,7 @@ fn accounts(v: Vec<pb::ServiceAccountMatch>) -> Result<Vec<ServiceAccountMatch>,
 }
 
 fn prefixes(field: &'static str, v: Vec<pb::Address>) -> Result<Vec<IpNet>, ModelError> {
-    v.into_iter()
-        .map(|a| prefix_from_bytes(field, &a.address, Some(a.length)))
-        .collect()
+    v.into_iter().map(|a| prefix_from_bytes(field, &a.address, Some(a.length))).collect()
 }
 
 fn ports(field: &'static str, v: Vec<u32>) -> Result<Vec<u16>, ModelError> {
@@ -217,9 +213,7 @@ mod tests {
     use pb::string_match::MatchType;
 
     fn exact(s: &str) -> pb::StringMatch {
-        pb::StringMatch {
-            match_type: Some(MatchType::Exact(s.into())),
-        }
+        pb::StringMatch { match_type: Some(MatchType::Exact(s.into())) }
     }
 
     fn policy() -> pb::Authorization {
@@ -254,10 +248,7 @@ mod tests {
 
     fn reason(err: ModelError) -> ModelError {
         match err {
-            ModelError::In {
-                resource: Resource::Authorization(_),
-                source,
-            } => *source,
+            ModelError::In { resource: Resource::Authorization(_), source } => *source,
             other => panic!("expected an error wrapped with its policy, got {other:?}"),
         }
     }
@@ -269,10 +260,7 @@ mod tests {
         assert_eq!(a.scope, Scope::WorkloadSelector);
         assert_eq!(a.action, Action::Allow);
         let clauses = &a.rules[0].clauses;
-        assert_eq!(
-            clauses[0].matches[0].source_ips[0].to_string(),
-            "10.1.0.0/16"
-        );
+        assert_eq!(clauses[0].matches[0].source_ips[0].to_string(), "10.1.0.0/16");
         assert_eq!(clauses[1].matches[0].destination_ports, vec![8080]);
     }
 
@@ -283,81 +271,38 @@ mod tests {
             &mut a.rules[0].clauses[0].matches[0]
         }
         let cases: Vec<(Mutate, ModelError)> = vec![
+            (|a| a.name.clear(), ModelError::Missing { field: "Authorization.name" }),
+            (|a| a.namespace.clear(), ModelError::Missing { field: "Authorization.namespace" }),
+            (|a| a.action = 2, ModelError::UnknownEnum { field: "Authorization.action", value: 2 }),
+            (|a| a.scope = 3, ModelError::UnknownEnum { field: "Authorization.scope", value: 3 }),
             (
-                |a| a.name.clear(),
-                ModelError::Missing {
-                    field: "Authorization.name",
-                },
-            ),
-            (
-                |a| a.namespace.clear(),
-                ModelError::Missing {
-                    field: "Authorization.namespace",
-                },
-            ),
-            (
-                |a| a.action = 2,
-                ModelError::UnknownEnum {
-                    field: "Authorization.action",
-                    value: 2,
-                },
-            ),
-            (
-                |a| a.scope = 3,
-                ModelError::UnknownEnum {
-                    field: "Authorization.scope",
-                    value: 3,
-                },
-            ),
-            (
-                |a| {
-                    first_match(a)
-                        .principals
-                        .push(pb::StringMatch { match_type: None })
-                },
-                ModelError::Missing {
-                    field: "StringMatch.match_type",
-                },
+                |a| first_match(a).principals.push(pb::StringMatch { match_type: None }),
+                ModelError::Missing { field: "StringMatch.match_type" },
             ),
             (
                 |a| first_match(a).source_ips[0].length = 33,
-                ModelError::PrefixLength {
-                    field: "Match.source_ips",
-                    length: 33,
-                    max: 32,
-                },
-            ),
-            (
-                |a| {
-                    first_match(a).destination_ips.push(pb::Address {
-                        address: vec![1, 2],
-                        length: 8,
-                    })
-                },
-                ModelError::AddressLength {
-                    field: "Match.destination_ips",
-                    len: 2,
-                },
-            ),
-            (
-                |a| first_match(a).not_destination_ports.push(65536),
-                ModelError::Port {
-                    field: "Match.not_destination_ports",
-                    value: 65536,
-                },
+                ModelError::PrefixLength { field: "Match.source_ips", length: 33, max: 32 },
             ),
             (
                 |a| {
                     first_match(a)
-                        .service_accounts
-                        .push(pb::ServiceAccountMatch {
-                            namespace: "ns".into(),
-                            service_account: String::new(),
-                        })
+                        .destination_ips
+                        .push(pb::Address { address: vec![1, 2], length: 8 })
                 },
-                ModelError::Missing {
-                    field: "ServiceAccountMatch.serviceAccount",
+                ModelError::AddressLength { field: "Match.destination_ips", len: 2 },
+            ),
+            (
+                |a| first_match(a).not_destination_ports.push(65536),
+                ModelError::Port { field: "Match.not_destination_ports", value: 65536 },
+            ),
+            (
+                |a| {
+                    first_match(a).service_accounts.push(pb::ServiceAccountMatch {
+                        namespace: "ns".into(),
+                        service_account: String::new(),
+                    })
                 },
+                ModelError::Missing { field: "ServiceAccountMatch.serviceAccount" },
             ),
         ];
         for (mutate, want) in cases {

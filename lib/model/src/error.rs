@@ -29,11 +29,7 @@ pub enum ModelError {
     #[error("{field}: an IP address is 4 or 16 bytes, got {len}")]
     AddressLength { field: &'static str, len: usize },
     #[error("{field}: prefix length {length} is longer than the address ({max} bits)")]
-    PrefixLength {
-        field: &'static str,
-        length: u32,
-        max: u8,
-    },
+    PrefixLength { field: &'static str, length: u32, max: u8 },
     #[error("{field}: unknown enum value {value}")]
     UnknownEnum { field: &'static str, value: i32 },
     #[error("{field}: port {value} is outside 1-65535")]
@@ -59,9 +55,6 @@ pub enum ModelError {
 impl ModelError {
     /// Attaches the key of the resource being converted.
     pub(crate) fn within(self, resource: Resource) -> Self {
-        Self::In {
-            resource,
-            source: Box::new(self),
-        }
+        Self::In { resource, source: Box::new(self) }
     }
 }

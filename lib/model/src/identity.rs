@@ -82,11 +82,7 @@ impl Identity {
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{SCHEME}{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
-        )
+        write!(f, "{SCHEME}{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
     }
 }
 
@@ -125,10 +121,7 @@ fn validate_trust_domain(td: &str) -> Result<(), IdentityError> {
     if td.len() > MAX_TRUST_DOMAIN_LEN {
         return Err(IdentityError::TrustDomainTooLong);
     }
-    match td
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '-' | '_'))
-    {
+    match td.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '-' | '_')) {
         Some(c) => Err(IdentityError::TrustDomainChar(c)),
         None => Ok(()),
     }
@@ -141,10 +134,7 @@ fn validate_segment(segment: &str) -> Result<(), IdentityError> {
     if segment == "." || segment == ".." {
         return Err(IdentityError::DotSegment);
     }
-    match segment
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-    {
+    match segment.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
         Some(c) => Err(IdentityError::PathChar(c)),
         None => Ok(()),
     }
@@ -156,20 +146,12 @@ mod tests {
 
     #[test]
     fn parses_and_prints_an_istio_identity() {
-        let id: Identity = "spiffe://cluster.local/ns/bookinfo/sa/reviews"
-            .parse()
-            .unwrap();
+        let id: Identity = "spiffe://cluster.local/ns/bookinfo/sa/reviews".parse().unwrap();
         assert_eq!(id.trust_domain(), "cluster.local");
         assert_eq!(id.namespace(), "bookinfo");
         assert_eq!(id.service_account(), "reviews");
-        assert_eq!(
-            id.to_string(),
-            "spiffe://cluster.local/ns/bookinfo/sa/reviews"
-        );
-        assert_eq!(
-            Identity::new("cluster.local", "bookinfo", "reviews").unwrap(),
-            id
-        );
+        assert_eq!(id.to_string(), "spiffe://cluster.local/ns/bookinfo/sa/reviews");
+        assert_eq!(Identity::new("cluster.local", "bookinfo", "reviews").unwrap(), id);
     }
 
     #[test]
@@ -179,14 +161,8 @@ mod tests {
             ("http://cluster.local/ns/a/sa/b", IdentityError::Scheme),
             ("SPIFFE://cluster.local/ns/a/sa/b", IdentityError::Scheme),
             ("spiffe:///ns/a/sa/b", IdentityError::EmptyTrustDomain),
-            (
-                "spiffe://Cluster.local/ns/a/sa/b",
-                IdentityError::TrustDomainChar('C'),
-            ),
-            (
-                "spiffe://td:8080/ns/a/sa/b",
-                IdentityError::TrustDomainChar(':'),
-            ),
+            ("spiffe://Cluster.local/ns/a/sa/b", IdentityError::TrustDomainChar('C')),
+            ("spiffe://td:8080/ns/a/sa/b", IdentityError::TrustDomainChar(':')),
             ("spiffe://td/ns//sa/b", IdentityError::EmptySegment),
             ("spiffe://td/ns/a/sa/b/", IdentityError::EmptySegment),
             ("spiffe://td/ns/../sa/b", IdentityError::DotSegment),
@@ -199,29 +175,16 @@ mod tests {
             ("spiffe://td/ns/a/sa/b/extra", IdentityError::NotIstioPath),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                input.parse::<Identity>().as_ref(),
-                Err(want),
-                "input {input:?}"
-            );
+            assert_eq!(input.parse::<Identity>().as_ref(), Err(want), "input {input:?}");
         }
     }
 
     #[test]
     fn rejects_overlong_ids() {
         let long = format!("spiffe://td/ns/{}/sa/b", "a".repeat(MAX_LEN));
-        assert_eq!(
-            long.parse::<Identity>(),
-            Err(IdentityError::TooLong(long.len()))
-        );
+        assert_eq!(long.parse::<Identity>(), Err(IdentityError::TooLong(long.len())));
         let long_td = "a".repeat(MAX_TRUST_DOMAIN_LEN + 1);
-        assert_eq!(
-            Identity::new(long_td, "a", "b"),
-            Err(IdentityError::TrustDomainTooLong)
-        );
-        assert_eq!(
-            Identity::new("td", "a", "b/c"),
-            Err(IdentityError::PathChar('/'))
-        );
+        assert_eq!(Identity::new(long_td, "a", "b"), Err(IdentityError::TrustDomainTooLong));
+        assert_eq!(Identity::new("td", "a", "b/c"), Err(IdentityError::PathChar('/')));
     }
 }

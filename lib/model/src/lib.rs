@@ -77,20 +77,14 @@ impl TryFrom<pb::Address> for Address {
         match value.r#type {
             Some(pb::address::Type::Workload(w)) => Ok(Self::Workload(Box::new(w.try_into()?))),
             Some(pb::address::Type::Service(s)) => Ok(Self::Service(Box::new(s.try_into()?))),
-            None => Err(ModelError::Missing {
-                field: "Address.type",
-            }),
+            None => Err(ModelError::Missing { field: "Address.type" }),
         }
     }
 }
 
 /// Rejects an empty string for a required field.
 pub(crate) fn required(field: &'static str, value: String) -> Result<String, ModelError> {
-    if value.is_empty() {
-        Err(ModelError::Missing { field })
-    } else {
-        Ok(value)
-    }
+    if value.is_empty() { Err(ModelError::Missing { field }) } else { Ok(value) }
 }
 
 #[cfg(test)]
@@ -100,12 +94,7 @@ mod tests {
     #[test]
     fn address_without_a_type_is_rejected() {
         let err = Address::try_from(pb::Address { r#type: None }).unwrap_err();
-        assert_eq!(
-            err,
-            ModelError::Missing {
-                field: "Address.type"
-            }
-        );
+        assert_eq!(err, ModelError::Missing { field: "Address.type" });
     }
 
     #[test]
@@ -116,10 +105,8 @@ mod tests {
             namespace: "ns".into(),
             ..Default::default()
         };
-        let got = Address::try_from(pb::Address {
-            r#type: Some(pb::address::Type::Workload(w)),
-        })
-        .unwrap();
+        let got = Address::try_from(pb::Address { r#type: Some(pb::address::Type::Workload(w)) })
+            .unwrap();
         assert!(matches!(got, Address::Workload(w) if w.uid == "c/core/Pod/ns/a"));
 
         let s = pb::Service {
@@ -128,10 +115,8 @@ mod tests {
             hostname: "s.ns.svc.cluster.local".into(),
             ..Default::default()
         };
-        let got = Address::try_from(pb::Address {
-            r#type: Some(pb::address::Type::Service(s)),
-        })
-        .unwrap();
+        let got =
+            Address::try_from(pb::Address { r#type: Some(pb::address::Type::Service(s)) }).unwrap();
         assert!(matches!(got, Address::Service(s) if s.name == "s"));
     }
 }

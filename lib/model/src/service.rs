@@ -107,10 +107,7 @@ pub struct Service {
 impl Service {
     /// The xDS resource name and map key, `<namespace>/<hostname>`.
     pub fn key(&self) -> NamespacedHostname {
-        NamespacedHostname {
-            namespace: self.namespace.clone(),
-            hostname: self.hostname.clone(),
-        }
+        NamespacedHostname { namespace: self.namespace.clone(), hostname: self.hostname.clone() }
     }
 }
 
@@ -124,25 +121,16 @@ impl TryFrom<pb::Service> for Service {
 }
 
 fn convert_service(s: pb::Service) -> Result<Service, ModelError> {
-    let ports = s
-        .ports
-        .into_iter()
-        .map(Port::try_from)
-        .collect::<Result<Vec<_>, _>>()?;
+    let ports = s.ports.into_iter().map(Port::try_from).collect::<Result<Vec<_>, _>>()?;
     let weighted_waypoints = s
         .weighted_waypoints
         .into_iter()
         .map(|w| {
             let destination = w
                 .destination
-                .ok_or(ModelError::Missing {
-                    field: "WeightedWaypoint.destination",
-                })?
+                .ok_or(ModelError::Missing { field: "WeightedWaypoint.destination" })?
                 .try_into()?;
-            Ok(WeightedWaypoint {
-                destination,
-                weight: w.weight,
-            })
+            Ok(WeightedWaypoint { destination, weight: w.weight })
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
     Ok(Service {
@@ -180,11 +168,7 @@ mod tests {
                 address: vec![10, 96, 0, 10],
                 length: None,
             }],
-            ports: vec![pb::Port {
-                service_port: 80,
-                target_port: 8080,
-                app_protocol: 0,
-            }],
+            ports: vec![pb::Port { service_port: 80, target_port: 8080, app_protocol: 0 }],
             load_balancing: Some(pb::LoadBalancing {
                 routing_preference: vec![
                     pb::load_balancing::Scope::Zone as i32,
@@ -199,10 +183,7 @@ mod tests {
 
     fn reason(err: ModelError) -> ModelError {
         match err {
-            ModelError::In {
-                resource: Resource::Service(_),
-                source,
-            } => *source,
+            ModelError::In { resource: Resource::Service(_), source } => *source,
             other => panic!("expected an error wrapped with its service, got {other:?}"),
         }
     }
@@ -210,17 +191,11 @@ mod tests {
     #[test]
     fn converts_a_service() {
         let s = Service::try_from(svc()).unwrap();
-        assert_eq!(
-            s.key().to_string(),
-            "default/server.default.svc.cluster.local"
-        );
+        assert_eq!(s.key().to_string(), "default/server.default.svc.cluster.local");
         assert_eq!(s.addresses[0].prefix.to_string(), "10.96.0.10/32");
         assert_eq!(s.ports[0].service_port, 80);
         let lb = s.load_balancing.unwrap();
-        assert_eq!(
-            lb.routing_preference,
-            vec![LocalityScope::Zone, LocalityScope::Node]
-        );
+        assert_eq!(lb.routing_preference, vec![LocalityScope::Zone, LocalityScope::Node]);
         assert_eq!(lb.mode, LoadBalancingMode::Failover);
     }
 
@@ -228,82 +203,42 @@ mod tests {
     fn rejects_bad_fields() {
         type Mutate = fn(&mut pb::Service);
         let cases: Vec<(Mutate, ModelError)> = vec![
-            (
-                |s| s.name.clear(),
-                ModelError::Missing {
-                    field: "Service.name",
-                },
-            ),
-            (
-                |s| s.hostname.clear(),
-                ModelError::Missing {
-                    field: "Service.hostname",
-                },
-            ),
+            (|s| s.name.clear(), ModelError::Missing { field: "Service.name" }),
+            (|s| s.hostname.clear(), ModelError::Missing { field: "Service.hostname" }),
             (
                 |s| s.addresses[0].address = vec![1; 5],
-                ModelError::AddressLength {
-                    field: "NetworkAddress.address",
-                    len: 5,
-                },
+                ModelError::AddressLength { field: "NetworkAddress.address", len: 5 },
             ),
             (
                 |s| s.addresses[0].length = Some(40),
-                ModelError::PrefixLength {
-                    field: "NetworkAddress.address",
-                    length: 40,
-                    max: 32,
-                },
+                ModelError::PrefixLength { field: "NetworkAddress.address", length: 40, max: 32 },
             ),
             (
                 |s| s.ports[0].service_port = 0,
-                ModelError::Port {
-                    field: "Port.service_port",
-                    value: 0,
-                },
+                ModelError::Port { field: "Port.service_port", value: 0 },
             ),
             (
                 |s| s.ip_families = 4,
-                ModelError::UnknownEnum {
-                    field: "Service.ip_families",
-                    value: 4,
-                },
+                ModelError::UnknownEnum { field: "Service.ip_families", value: 4 },
             ),
             (
                 |s| s.visibility = 3,
-                ModelError::UnknownEnum {
-                    field: "Service.visibility",
-                    value: 3,
-                },
+                ModelError::UnknownEnum { field: "Service.visibility", value: 3 },
             ),
             (
-                |s| {
-                    s.load_balancing
-                        .iter_mut()
-                        .for_each(|lb| lb.routing_preference.push(77))
-                },
-                ModelError::UnknownEnum {
-                    field: "LoadBalancing.routing_preference",
-                    value: 77,
-                },
+                |s| s.load_balancing.iter_mut().for_each(|lb| lb.routing_preference.push(77)),
+                ModelError::UnknownEnum { field: "LoadBalancing.routing_preference", value: 77 },
             ),
             (
                 |s| s.load_balancing.iter_mut().for_each(|lb| lb.mode = 9),
-                ModelError::UnknownEnum {
-                    field: "LoadBalancing.mode",
-                    value: 9,
-                },
+                ModelError::UnknownEnum { field: "LoadBalancing.mode", value: 9 },
             ),
             (
                 |s| {
-                    s.weighted_waypoints.push(pb::WeightedWaypoint {
-                        destination: None,
-                        weight: 10,
-                    })
+                    s.weighted_waypoints
+                        .push(pb::WeightedWaypoint { destination: None, weight: 10 })
                 },
-                ModelError::Missing {
-                    field: "WeightedWaypoint.destination",
-                },
+                ModelError::Missing { field: "WeightedWaypoint.destination" },
             ),
         ];
         for (mutate, want) in cases {
@@ -331,11 +266,6 @@ mod tests {
             address: vec![192, 168, 7, 9],
             length: Some(24),
         };
-        assert_eq!(
-            Service::try_from(s).unwrap().addresses[0]
-                .prefix
-                .to_string(),
-            "192.168.7.0/24"
-        );
+        assert_eq!(Service::try_from(s).unwrap().addresses[0].prefix.to_string(), "192.168.7.0/24");
     }
 }

@@ -165,23 +165,15 @@ fn convert_workload(uid: String, w: pb::Workload) -> Result<Workload, ModelError
     }
     let trust_domain = default_if_empty(w.trust_domain, DEFAULT_TRUST_DOMAIN);
     let service_account = default_if_empty(w.service_account, DEFAULT_SERVICE_ACCOUNT);
-    let identity =
-        Identity::new(trust_domain, namespace.clone(), service_account).map_err(|source| {
-            ModelError::Identity {
-                field: "Workload.identity",
-                source,
-            }
-        })?;
+    let identity = Identity::new(trust_domain, namespace.clone(), service_account)
+        .map_err(|source| ModelError::Identity { field: "Workload.identity", source })?;
     let services = w
         .services
         .into_iter()
         .map(|(key, ports)| {
             let key = NamespacedHostname::parse("Workload.services", &key)?;
-            let ports = ports
-                .ports
-                .into_iter()
-                .map(Port::try_from)
-                .collect::<Result<Vec<_>, _>>()?;
+            let ports =
+                ports.ports.into_iter().map(Port::try_from).collect::<Result<Vec<_>, _>>()?;
             Ok((key, ports))
         })
         .collect::<Result<BTreeMap<_, _>, ModelError>>()?;
@@ -217,10 +209,7 @@ fn convert_workload(uid: String, w: pb::Workload) -> Result<Workload, ModelError
         tunnel_protocol: TunnelProtocol::from_wire(w.tunnel_protocol)?,
         identity,
         waypoint: w.waypoint.map(GatewayAddress::try_from).transpose()?,
-        network_gateway: w
-            .network_gateway
-            .map(GatewayAddress::try_from)
-            .transpose()?,
+        network_gateway: w.network_gateway.map(GatewayAddress::try_from).transpose()?,
         node: w.node,
         canonical_name: w.canonical_name,
         canonical_revision: w.canonical_revision,
@@ -243,11 +232,7 @@ fn convert_workload(uid: String, w: pb::Workload) -> Result<Workload, ModelError
 }
 
 fn default_if_empty(value: String, default: &str) -> String {
-    if value.is_empty() {
-        default.to_owned()
-    } else {
-        value
-    }
+    if value.is_empty() { default.to_owned() } else { value }
 }
 
 #[cfg(test)]
@@ -290,10 +275,7 @@ mod tests {
     fn converts_a_pod_and_applies_identity_defaults() {
         let w = Workload::try_from(pod()).unwrap();
         assert_eq!(w.addresses, vec!["10.244.1.5".parse::<IpAddr>().unwrap()]);
-        assert_eq!(
-            w.identity.to_string(),
-            "spiffe://cluster.local/ns/default/sa/client"
-        );
+        assert_eq!(w.identity.to_string(), "spiffe://cluster.local/ns/default/sa/client");
         assert_eq!(w.tunnel_protocol, TunnelProtocol::Hbone);
         assert_eq!(w.capacity, 1);
         let key =
@@ -304,22 +286,14 @@ mod tests {
         anonymous.service_account.clear();
         anonymous.trust_domain = "example.org".into();
         let w = Workload::try_from(anonymous).unwrap();
-        assert_eq!(
-            w.identity.to_string(),
-            "spiffe://example.org/ns/default/sa/default"
-        );
+        assert_eq!(w.identity.to_string(), "spiffe://example.org/ns/default/sa/default");
     }
 
     #[test]
     fn empty_uid_is_rejected_before_anything_else() {
         let mut w = pod();
         w.uid.clear();
-        assert_eq!(
-            Workload::try_from(w),
-            Err(ModelError::Missing {
-                field: "Workload.uid"
-            })
-        );
+        assert_eq!(Workload::try_from(w), Err(ModelError::Missing { field: "Workload.uid" }));
     }
 
     #[test]
@@ -337,45 +311,20 @@ mod tests {
     fn rejects_bad_fields() {
         type Mutate = fn(&mut pb::Workload);
         let cases: Vec<(Mutate, ModelError)> = vec![
-            (
-                |w| w.name.clear(),
-                ModelError::Missing {
-                    field: "Workload.name",
-                },
-            ),
-            (
-                |w| w.namespace.clear(),
-                ModelError::Missing {
-                    field: "Workload.namespace",
-                },
-            ),
+            (|w| w.name.clear(), ModelError::Missing { field: "Workload.name" }),
+            (|w| w.namespace.clear(), ModelError::Missing { field: "Workload.namespace" }),
             (
                 |w| w.tunnel_protocol = 7,
-                ModelError::UnknownEnum {
-                    field: "Workload.tunnel_protocol",
-                    value: 7,
-                },
+                ModelError::UnknownEnum { field: "Workload.tunnel_protocol", value: 7 },
             ),
             (
                 |w| w.workload_type = -1,
-                ModelError::UnknownEnum {
-                    field: "Workload.workload_type",
-                    value: -1,
-                },
+                ModelError::UnknownEnum { field: "Workload.workload_type", value: -1 },
             ),
-            (
-                |w| w.status = 2,
-                ModelError::UnknownEnum {
-                    field: "Workload.status",
-                    value: 2,
-                },
-            ),
+            (|w| w.status = 2, ModelError::UnknownEnum { field: "Workload.status", value: 2 }),
             (
                 |w| w.network_mode = 9,
-                ModelError::UnknownEnum {
-                    field: "Workload.network_mode",
-                    value: 9,
-                },
+                ModelError::UnknownEnum { field: "Workload.network_mode", value: 9 },
             ),
             (
                 |w| w.capacity = Some(0),
@@ -385,60 +334,30 @@ mod tests {
                 },
             ),
             (
-                |w| {
-                    w.services
-                        .insert("no-slash".into(), pb::PortList::default())
-                        .map_or((), drop)
-                },
+                |w| w.services.insert("no-slash".into(), pb::PortList::default()).map_or((), drop),
                 ModelError::NamespacedHostname {
                     field: "Workload.services",
                     value: "no-slash".into(),
                 },
             ),
             (
-                |w| {
-                    w.services
-                        .values_mut()
-                        .for_each(|p| p.ports[0].service_port = 70000)
-                },
-                ModelError::Port {
-                    field: "Port.service_port",
-                    value: 70000,
-                },
+                |w| w.services.values_mut().for_each(|p| p.ports[0].service_port = 70000),
+                ModelError::Port { field: "Port.service_port", value: 70000 },
+            ),
+            (
+                |w| w.services.values_mut().for_each(|p| p.ports[0].app_protocol = 42),
+                ModelError::UnknownEnum { field: "Port.app_protocol", value: 42 },
+            ),
+            (
+                |w| w.application_tunnel = Some(pb::ApplicationTunnel { protocol: 5, port: 0 }),
+                ModelError::UnknownEnum { field: "ApplicationTunnel.protocol", value: 5 },
             ),
             (
                 |w| {
-                    w.services
-                        .values_mut()
-                        .for_each(|p| p.ports[0].app_protocol = 42)
+                    w.waypoint =
+                        Some(pb::GatewayAddress { destination: None, hbone_mtls_port: 15008 })
                 },
-                ModelError::UnknownEnum {
-                    field: "Port.app_protocol",
-                    value: 42,
-                },
-            ),
-            (
-                |w| {
-                    w.application_tunnel = Some(pb::ApplicationTunnel {
-                        protocol: 5,
-                        port: 0,
-                    })
-                },
-                ModelError::UnknownEnum {
-                    field: "ApplicationTunnel.protocol",
-                    value: 5,
-                },
-            ),
-            (
-                |w| {
-                    w.waypoint = Some(pb::GatewayAddress {
-                        destination: None,
-                        hbone_mtls_port: 15008,
-                    })
-                },
-                ModelError::Missing {
-                    field: "GatewayAddress.destination",
-                },
+                ModelError::Missing { field: "GatewayAddress.destination" },
             ),
         ];
         for (mutate, want) in cases {
@@ -454,17 +373,11 @@ mod tests {
         w.service_account = "bad/sa".into();
         assert!(matches!(
             reason(Workload::try_from(w).unwrap_err()),
-            ModelError::Identity {
-                field: "Workload.identity",
-                ..
-            }
+            ModelError::Identity { field: "Workload.identity", .. }
         ));
         let mut w = pod();
         w.trust_domain = "Upper.Case".into();
-        assert!(matches!(
-            reason(Workload::try_from(w).unwrap_err()),
-            ModelError::Identity { .. }
-        ));
+        assert!(matches!(reason(Workload::try_from(w).unwrap_err()), ModelError::Identity { .. }));
     }
 
     #[test]
@@ -473,17 +386,11 @@ mod tests {
         w.hostname = "vm.example.com".into();
         assert!(matches!(
             reason(Workload::try_from(w).unwrap_err()),
-            ModelError::Invalid {
-                field: "Workload.hostname",
-                ..
-            }
+            ModelError::Invalid { field: "Workload.hostname", .. }
         ));
         let mut w = pod();
         w.addresses.clear();
         w.hostname = "vm.example.com".into();
-        assert_eq!(
-            Workload::try_from(w).unwrap().hostname.as_deref(),
-            Some("vm.example.com")
-        );
+        assert_eq!(Workload::try_from(w).unwrap().hostname.as_deref(), Some("vm.example.com"));
     }
 }

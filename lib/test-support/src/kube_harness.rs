@@ -36,21 +36,11 @@ pub enum HarnessError {
     #[error("generating the API server's certificates: {0}")]
     Pki(#[from] rcgen::Error),
     #[error("{name} exited during start-up ({status}); log {log}:\n{tail}")]
-    PeerExited {
-        name: &'static str,
-        status: String,
-        log: PathBuf,
-        tail: String,
-    },
+    PeerExited { name: &'static str, status: String, log: PathBuf, tail: String },
     #[error(
         "kube-apiserver not ready after {seconds}s; last error: {last_error}; log {log}:\n{tail}"
     )]
-    NotReady {
-        seconds: u64,
-        last_error: String,
-        log: PathBuf,
-        tail: String,
-    },
+    NotReady { seconds: u64, last_error: String, log: PathBuf, tail: String },
     #[error("building the kube client: {0}")]
     Client(String),
     #[error("installing CRD from {file}: {reason}")]
@@ -97,9 +87,7 @@ impl KubeHarness {
     /// install them another way, such as `helm install`).
     pub async fn start_bare() -> Result<Self, HarnessError> {
         let etcd_bin = PeerBinary::Etcd.path().map_err(HarnessError::MissingPeer)?;
-        let apiserver_bin = PeerBinary::KubeApiserver
-            .path()
-            .map_err(HarnessError::MissingPeer)?;
+        let apiserver_bin = PeerBinary::KubeApiserver.path().map_err(HarnessError::MissingPeer)?;
         let dir = tempfile::Builder::new()
             .prefix("mesh-kube-")
             .tempdir()
@@ -113,26 +101,15 @@ impl KubeHarness {
         let token = format!("mesh-test-{}", std::process::id());
         let files = write_apiserver_files(dir.path(), &pki, &token)?;
         let api_port = free_port()?;
-        let mut apiserver = start_apiserver(
-            &apiserver_bin,
-            dir.path(),
-            &files,
-            api_port,
-            etcd_client_port,
-        )?;
+        let mut apiserver =
+            start_apiserver(&apiserver_bin, dir.path(), &files, api_port, etcd_client_port)?;
 
         let kubeconfig = dir.path().join("kubeconfig");
         write_kubeconfig(&kubeconfig, api_port, &files.ca, &token)?;
         let client = client_from(&kubeconfig).await?;
         wait_ready(&client, &mut etcd, &mut apiserver).await?;
 
-        Ok(Self {
-            client,
-            kubeconfig,
-            apiserver,
-            etcd,
-            dir,
-        })
+        Ok(Self { client, kubeconfig, apiserver, etcd, dir })
     }
 
     /// A client authenticated as a cluster admin (`system:masters`).
@@ -152,10 +129,7 @@ impl KubeHarness {
 
     /// Logs of the API server and etcd, for test failure messages.
     pub fn logs(&self) -> [(&'static str, &Path); 2] {
-        [
-            (self.apiserver.name(), self.apiserver.log()),
-            (self.etcd.name(), self.etcd.log()),
-        ]
+        [(self.apiserver.name(), self.apiserver.log()), (self.etcd.name(), self.etcd.log())]
     }
 
     /// Creates every CRD found in `dir` (`*.yaml`, one or more documents per
@@ -164,10 +138,7 @@ impl KubeHarness {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         let mut names = Vec::new();
         for file in yaml_files(dir)? {
-            let crd_err = |reason: String| HarnessError::Crd {
-                file: file.clone(),
-                reason,
-            };
+            let crd_err = |reason: String| HarnessError::Crd { file: file.clone(), reason };
             let text = std::fs::read_to_string(&file)
                 .map_err(io(format!("reading {}", file.display())))?;
             for document in serde_yaml_ng::Deserializer::from_str(&text) {
@@ -211,9 +182,7 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, HarnessError> {
     let entries = std::fs::read_dir(dir).map_err(io(format!("listing {}", dir.display())))?;
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry
-            .map_err(io(format!("listing {}", dir.display())))?
-            .path();
+        let path = entry.map_err(io(format!("listing {}", dir.display())))?.path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             files.push(path);
         }
@@ -231,10 +200,7 @@ fn free_port() -> Result<u16, HarnessError> {
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-        let port = listener
-            .local_addr()
-            .map_err(io("finding a free port"))?
-            .port();
+        let port = listener.local_addr().map_err(io("finding a free port"))?.port();
         if handed_out.insert(port) {
             return Ok(port);
         }
@@ -293,14 +259,8 @@ fn write_apiserver_files(
     write(&files.cert, &pki.serving_cert_pem)?;
     write(&files.key, &pki.serving_key_pem)?;
     write(&files.service_account_key, &pki.service_account_key_pem)?;
-    write(
-        &files.service_account_public,
-        &pki.service_account_public_pem,
-    )?;
-    write(
-        &files.tokens,
-        &format!("{token},mesh-admin,mesh-admin,\"system:masters\"\n"),
-    )?;
+    write(&files.service_account_public, &pki.service_account_public_pem)?;
+    write(&files.tokens, &format!("{token},mesh-admin,mesh-admin,\"system:masters\"\n"))?;
     Ok(files)
 }
 

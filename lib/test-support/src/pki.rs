@@ -17,20 +17,14 @@ pub(crate) struct ApiServerPki {
 pub(crate) fn generate() -> Result<ApiServerPki, rcgen::Error> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "mesh test apiserver CA");
+    ca_params.distinguished_name.push(DnType::CommonName, "mesh test apiserver CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
     let mut serving =
         CertificateParams::new(vec!["localhost".to_owned(), "kubernetes".to_owned()])?;
-    serving
-        .subject_alt_names
-        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+    serving.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     let serving_key = KeyPair::generate()?;
     let serving_cert = serving.signed_by(&serving_key, &ca)?;
 

@@ -20,16 +20,8 @@ impl ChildGuard {
     ) -> std::io::Result<Self> {
         let out = File::create(log)?;
         let err = out.try_clone()?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()?;
-        Ok(Self {
-            name,
-            child,
-            log: log.to_owned(),
-        })
+        let child = command.stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
+        Ok(Self { name, child, log: log.to_owned() })
     }
 
     /// `Some(status)` if the process has exited.
@@ -53,10 +45,7 @@ impl ChildGuard {
     pub(crate) fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let total = text.lines().count();
-        text.lines()
-            .skip(total.saturating_sub(lines))
-            .collect::<Vec<_>>()
-            .join("\n")
+        text.lines().skip(total.saturating_sub(lines)).collect::<Vec<_>>().join("\n")
     }
 }
 

@@ -59,15 +59,11 @@ pub struct TestCa {
 }
 
 fn p256_key() -> Result<PKey<Private>, ErrorStack> {
-    PKey::from_ec_key(EcKey::generate(&*EcGroup::from_curve_name(
-        Nid::X9_62_PRIME256V1,
-    )?)?)
+    PKey::from_ec_key(EcKey::generate(&*EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?)?)
 }
 
 fn time(offset: i64) -> Result<Asn1Time, ErrorStack> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     Asn1Time::from_unix(i64::try_from(now).unwrap_or(i64::MAX) + offset)
 }
 
@@ -86,11 +82,7 @@ impl TestCa {
     pub fn root(name: &str) -> Result<Self, ErrorStack> {
         let key = p256_key()?;
         let cert = Self::ca_cert(name, &key, None)?;
-        Ok(Self {
-            cert,
-            key,
-            parents: vec![],
-        })
+        Ok(Self { cert, key, parents: vec![] })
     }
 
     /// An intermediate CA signed by this one.
@@ -119,13 +111,7 @@ impl TestCa {
         b.set_not_before(&*time(-60)?)?;
         b.set_not_after(&*time(86_400)?)?;
         b.append_extension(&*BasicConstraints::new().critical().ca().build()?)?;
-        b.append_extension(
-            &*KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()?,
-        )?;
+        b.append_extension(&*KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
         b.sign(issuer.map_or(key, |i| &i.key), MessageDigest::sha256())?;
         Ok(b.build())
     }
@@ -145,10 +131,7 @@ impl TestCa {
 
     /// This CA's certificate and its issuers up to the root, PEM, nearest first.
     pub fn chain_pem(&self) -> Vec<String> {
-        std::iter::once(&self.cert)
-            .chain(&self.parents)
-            .map(pem)
-            .collect()
+        std::iter::once(&self.cert).chain(&self.parents).map(pem).collect()
     }
 
     /// Issues a leaf as described by `spec`.
@@ -169,18 +152,9 @@ impl TestCa {
         }
         b.append_extension(&*constraints.build()?)?;
         b.append_extension(
-            &*KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()?,
+            &*KeyUsage::new().critical().digital_signature().key_encipherment().build()?,
         )?;
-        b.append_extension(
-            &*ExtendedKeyUsage::new()
-                .server_auth()
-                .client_auth()
-                .build()?,
-        )?;
+        b.append_extension(&*ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
         if !(spec.uri_sans.is_empty() && spec.dns_sans.is_empty()) {
             let mut san = SubjectAlternativeName::new();
             san.critical();
@@ -197,10 +171,6 @@ impl TestCa {
         let leaf = b.build();
         let mut chain_pem = vec![pem(&leaf)];
         chain_pem.extend(self.chain_pem());
-        Ok(IssuedLeaf {
-            key,
-            leaf,
-            chain_pem,
-        })
+        Ok(IssuedLeaf { key, leaf, chain_pem })
     }
 }
