@@ -47,10 +47,7 @@ pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Refusal> {
         .to_str()
         .map_err(|_| Refusal::new(RefusalReason::InvalidToken, "authorization is not ASCII"))?;
     let (scheme, token) = value.split_once(' ').ok_or_else(|| {
-        Refusal::new(
-            RefusalReason::InvalidToken,
-            "authorization is not \"Bearer <token>\"",
-        )
+        Refusal::new(RefusalReason::InvalidToken, "authorization is not \"Bearer <token>\"")
     })?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Refusal::new(
@@ -60,10 +57,7 @@ pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Refusal> {
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(Refusal::new(
-            RefusalReason::MissingToken,
-            "empty bearer token",
-        ));
+        return Err(Refusal::new(RefusalReason::MissingToken, "empty bearer token"));
     }
     if token.len() > MAX_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Refusal::new(

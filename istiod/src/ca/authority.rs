@@ -37,11 +37,8 @@ pub struct Authority {
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let subjects: Vec<String> = self
-            .issuer_chain
-            .iter()
-            .map(|c| format!("{:?}", c.subject_name()))
-            .collect();
+        let subjects: Vec<String> =
+            self.issuer_chain.iter().map(|c| format!("{:?}", c.subject_name())).collect();
         f.debug_struct("Authority")
             .field("issuer_chain", &subjects)
             .field("roots", &self.roots.len())
@@ -56,9 +53,7 @@ fn invalid(reason: impl Into<String>) -> CaError {
 
 /// Not-after (Unix seconds) and CA flag of a certificate.
 fn inspect(cert: &X509) -> Result<(i64, bool), CaError> {
-    let der = cert
-        .to_der()
-        .map_err(CaError::boring("encoding a CA certificate"))?;
+    let der = cert.to_der().map_err(CaError::boring("encoding a CA certificate"))?;
     let (_, parsed) = X509Certificate::from_der(&der)
         .map_err(|e| invalid(format!("parsing a CA certificate: {e}")))?;
     let is_ca = parsed.extensions().iter().any(
@@ -68,8 +63,7 @@ fn inspect(cert: &X509) -> Result<(i64, bool), CaError> {
 }
 
 fn unix_seconds(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, CaError> {
@@ -112,13 +106,7 @@ impl Authority {
             Some(root) => inspect(root)?.0,
             None => return Err(invalid("empty verified chain")),
         };
-        Ok(Self {
-            signing_key,
-            issuer_chain,
-            roots,
-            chain_not_after,
-            root_not_after,
-        })
+        Ok(Self { signing_key, issuer_chain, roots, chain_not_after, root_not_after })
     }
 
     /// A self-signed root that signs directly.
@@ -194,9 +182,7 @@ impl Authority {
         now: SystemTime,
     ) -> Result<Vec<String>, CaError> {
         if dns_names.is_empty() {
-            return Err(CaError::Config(
-                "a server certificate needs a host name".into(),
-            ));
+            return Err(CaError::Config("a server certificate needs a host name".into()));
         }
         self.issue(key, LeafKind::Server(dns_names), lifetime, now)
     }
@@ -208,19 +194,14 @@ impl Authority {
         lifetime: Duration,
         now: SystemTime,
     ) -> Result<Vec<String>, CaError> {
-        let signing_cert = self
-            .issuer_chain
-            .first()
-            .ok_or_else(|| invalid("empty issuer chain"))?;
+        let signing_cert =
+            self.issuer_chain.first().ok_or_else(|| invalid("empty issuer chain"))?;
         let now = unix_seconds(now);
         let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
         // Never outlive the issuing chain: such a leaf would not verify.
         let not_after = now.saturating_add(lifetime).min(self.chain_not_after);
         let backdate = i64::try_from(BACKDATE.as_secs()).unwrap_or(0);
-        let validity = Validity {
-            not_before: now.saturating_sub(backdate),
-            not_after,
-        };
+        let validity = Validity { not_before: now.saturating_sub(backdate), not_after };
         let leaf = build_leaf(signing_cert, &self.signing_key, key, kind, validity)
             .map_err(CaError::boring("signing a leaf"))?;
         std::iter::once(&leaf)
@@ -246,17 +227,15 @@ fn verified_chain(cert: &X509, untrusted: &[X509], roots: &[X509]) -> Result<Vec
     let store = store.build();
     let mut stack = Stack::new().map_err(CaError::boring("building the chain"))?;
     for c in untrusted {
-        stack
-            .push(c.clone())
-            .map_err(CaError::boring("building the chain"))?;
+        stack.push(c.clone()).map_err(CaError::boring("building the chain"))?;
     }
     let mut ctx = X509StoreContext::new().map_err(CaError::boring("verifying the CA chain"))?;
     let outcome = ctx
         .init(&store, cert, &stack, |c| {
             if c.verify_cert()? {
-                Ok(Ok(c.chain().map(|chain| {
-                    chain.iter().map(ToOwned::to_owned).collect::<Vec<X509>>()
-                })))
+                Ok(Ok(c
+                    .chain()
+                    .map(|chain| chain.iter().map(ToOwned::to_owned).collect::<Vec<X509>>())))
             } else {
                 let reason = match c.verify_result() {
                     Ok(()) => "verification failed".to_owned(),
@@ -269,9 +248,9 @@ fn verified_chain(cert: &X509, untrusted: &[X509], roots: &[X509]) -> Result<Vec
     match outcome {
         Ok(Some(chain)) if !chain.is_empty() => Ok(chain),
         Ok(_) => Err(invalid("verification produced no chain")),
-        Err(reason) => Err(invalid(format!(
-            "the CA certificate does not chain to the roots: {reason}"
-        ))),
+        Err(reason) => {
+            Err(invalid(format!("the CA certificate does not chain to the roots: {reason}")))
+        }
     }
 }
 

@@ -15,10 +15,7 @@ const ID: &str = "spiffe://cluster.local/ns/default/sa/app";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn self_signed() -> Authority {
-    StoredCa::generate("cluster.local", SystemTime::now())
-        .unwrap()
-        .to_authority()
-        .unwrap()
+    StoredCa::generate("cluster.local", SystemTime::now()).unwrap().to_authority().unwrap()
 }
 
 fn identity() -> Identity {
@@ -85,14 +82,7 @@ fn facts(pem: &str) -> LeafFacts {
 
 fn sign(authority: &Authority, key: &PKey<Private>, lifetime: Duration) -> Vec<String> {
     let csr = check_csr(&csr_pem(key, &CsrSpec::uri(ID)), "cluster.local").unwrap();
-    authority
-        .issue_workload(
-            csr.public_key(),
-            csr.identity(),
-            lifetime,
-            SystemTime::now(),
-        )
-        .unwrap()
+    authority.issue_workload(csr.public_key(), csr.identity(), lifetime, SystemTime::now()).unwrap()
 }
 
 fn assert_workload_leaf(chain: &[String]) {
@@ -106,10 +96,7 @@ fn assert_workload_leaf(chain: &[String]) {
 
 /// Verifies the chain with BoringSSL against its last element as the root.
 fn verify_with_boring(chain: &[String], root: &X509) {
-    let certs: Vec<X509> = chain
-        .iter()
-        .map(|p| X509::from_pem(p.as_bytes()).unwrap())
-        .collect();
+    let certs: Vec<X509> = chain.iter().map(|p| X509::from_pem(p.as_bytes()).unwrap()).collect();
     let (leaf, rest) = certs.split_first().unwrap();
     let (last, intermediates) = rest.split_last().unwrap();
     assert_eq!(last.to_der().unwrap(), root.to_der().unwrap(), "root last");
@@ -117,10 +104,7 @@ fn verify_with_boring(chain: &[String], root: &X509) {
     for c in intermediates {
         stack.push(c.clone()).unwrap();
     }
-    TrustBundle::new(vec![root.clone()])
-        .unwrap()
-        .verify_chain(leaf, &stack)
-        .unwrap();
+    TrustBundle::new(vec![root.clone()]).unwrap().verify_chain(leaf, &stack).unwrap();
 }
 
 #[test]
@@ -147,11 +131,7 @@ fn rsa_2048_leaf_verifies() {
 fn lifetime_is_what_was_granted_backdated_a_minute() {
     let authority = self_signed();
     let before = unix(SystemTime::now());
-    let leaf = facts(
-        sign(&authority, &p256(), Duration::from_secs(3600))
-            .first()
-            .unwrap(),
-    );
+    let leaf = facts(sign(&authority, &p256(), Duration::from_secs(3600)).first().unwrap());
     let after = unix(SystemTime::now());
     assert!((before..=after).contains(&(leaf.not_after - 3600)));
     assert!((before - 60..=after - 60).contains(&leaf.not_before));
@@ -182,11 +162,7 @@ fn generated_root_is_a_ten_year_p256_ca() {
 
 fn write_cacerts(dir: &Path, ca: &TestCa, roots_pem: &str) {
     std::fs::write(dir.join("ca-cert.pem"), ca.cert().to_pem().unwrap()).unwrap();
-    std::fs::write(
-        dir.join("ca-key.pem"),
-        ca.key().private_key_to_pem_pkcs8().unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("ca-key.pem"), ca.key().private_key_to_pem_pkcs8().unwrap()).unwrap();
     std::fs::write(dir.join("cert-chain.pem"), ca.chain_pem().concat()).unwrap();
     std::fs::write(dir.join("root-cert.pem"), roots_pem).unwrap();
 }
@@ -202,10 +178,7 @@ fn plug_in_ca_with_an_intermediate_returns_leaf_intermediate_root() {
     let key = p256();
     let chain = sign(&authority, &key, DAY);
     assert_eq!(chain.len(), 3, "leaf, intermediate, root");
-    assert_eq!(
-        chain.get(1).unwrap().as_bytes(),
-        intermediate.cert().to_pem().unwrap().as_slice()
-    );
+    assert_eq!(chain.get(1).unwrap().as_bytes(), intermediate.cert().to_pem().unwrap().as_slice());
     assert_workload_leaf(&chain);
     verify_with_boring(&chain, root.cert());
     WorkloadCertificate::from_chain_pem(&identity(), key, &chain).unwrap();
@@ -217,25 +190,12 @@ fn trust_bundle_may_hold_several_roots() {
     let new = TestCa::root("new root").unwrap();
     let intermediate = new.intermediate("intermediate").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    write_cacerts(
-        dir.path(),
-        &intermediate,
-        &(old.root_pem() + &new.root_pem()),
-    );
+    write_cacerts(dir.path(), &intermediate, &(old.root_pem() + &new.root_pem()));
     let authority = Authority::from_cacerts_dir(dir.path()).unwrap();
     assert_eq!(authority.roots().len(), 2);
-    assert_eq!(
-        authority.issuing_root().unwrap().to_der().unwrap(),
-        new.cert().to_der().unwrap()
-    );
+    assert_eq!(authority.issuing_root().unwrap().to_der().unwrap(), new.cert().to_der().unwrap());
     let bundle = authority.trust_bundle_pem().unwrap();
-    assert_eq!(
-        TrustBundle::from_pem(bundle.as_bytes())
-            .unwrap()
-            .roots()
-            .len(),
-        2
-    );
+    assert_eq!(TrustBundle::from_pem(bundle.as_bytes()).unwrap().roots().len(), 2);
     verify_with_boring(&sign(&authority, &p256(), DAY), new.cert());
 }
 
@@ -266,18 +226,13 @@ fn unusable_ca_material_is_refused() {
     assert!(matches!(err, CaError::InvalidCa(_)), "{err}");
 
     // A leaf is not a CA.
-    let leaf = root
-        .issue(&mesh_test_support::LeafSpec::workload(ID))
-        .unwrap();
+    let leaf = root.issue(&mesh_test_support::LeafSpec::workload(ID)).unwrap();
     let err = Authority::new(leaf.leaf, leaf.key, vec![], vec![root.cert().clone()]).unwrap_err();
     assert!(matches!(err, CaError::InvalidCa(_)), "{err}");
 
     // Missing files.
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        Authority::from_cacerts_dir(dir.path()),
-        Err(CaError::Io { .. })
-    ));
+    assert!(matches!(Authority::from_cacerts_dir(dir.path()), Err(CaError::Io { .. })));
 }
 
 #[test]
@@ -285,19 +240,10 @@ fn server_certificate_carries_dns_names() {
     let authority = self_signed();
     let key = p256();
     let names = vec!["istiod.istio-system.svc".to_owned()];
-    let chain = authority
-        .issue_server(&key, &names, DAY, SystemTime::now())
-        .unwrap();
+    let chain = authority.issue_server(&key, &names, DAY, SystemTime::now()).unwrap();
     let leaf = facts(chain.first().unwrap());
-    assert_eq!(
-        leaf.sans,
-        vec!["DNSName(istiod.istio-system.svc)".to_owned()]
-    );
+    assert_eq!(leaf.sans, vec!["DNSName(istiod.istio-system.svc)".to_owned()]);
     assert_eq!(leaf.ca, Some(false));
     assert!(leaf.server_auth && !leaf.client_auth);
-    assert!(
-        authority
-            .issue_server(&key, &[], DAY, SystemTime::now())
-            .is_err()
-    );
+    assert!(authority.issue_server(&key, &[], DAY, SystemTime::now()).is_err());
 }

@@ -31,10 +31,7 @@ pub struct TtlPolicy {
 
 impl Default for TtlPolicy {
     fn default() -> Self {
-        Self {
-            default: DEFAULT_WORKLOAD_TTL,
-            max: DEFAULT_MAX_WORKLOAD_TTL,
-        }
+        Self { default: DEFAULT_WORKLOAD_TTL, max: DEFAULT_MAX_WORKLOAD_TTL }
     }
 }
 
@@ -64,10 +61,7 @@ pub struct ServiceAccountRef {
 
 impl ServiceAccountRef {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        Self { namespace: namespace.into(), name: name.into() }
     }
 
     /// Whether `identity` is this service account's (in any trust domain).

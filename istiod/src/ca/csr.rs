@@ -58,18 +58,14 @@ pub fn check_csr(pem: &str, trust_domain: &str) -> Result<CheckedCsr, Refusal> {
     use RefusalReason::*;
     let req = X509Req::from_pem(pem.as_bytes())
         .map_err(|e| refuse(CsrUnparsable, format!("PEM PKCS#10: {e}")))?;
-    let der = req
-        .to_der()
-        .map_err(|e| refuse(CsrUnparsable, format!("re-encoding: {e}")))?;
+    let der = req.to_der().map_err(|e| refuse(CsrUnparsable, format!("re-encoding: {e}")))?;
     let (rest, parsed) = X509CertificationRequest::from_der(&der)
         .map_err(|e| refuse(CsrUnparsable, format!("DER: {e}")))?;
     if !rest.is_empty() {
         return Err(refuse(CsrUnparsable, "trailing bytes after the request"));
     }
 
-    let public_key = req
-        .public_key()
-        .map_err(|e| refuse(CsrBadKey, format!("public key: {e}")))?;
+    let public_key = req.public_key().map_err(|e| refuse(CsrBadKey, format!("public key: {e}")))?;
     check_key(&public_key).map_err(|detail| refuse(CsrBadKey, detail))?;
     match req.verify(&public_key) {
         Ok(true) => {}
@@ -78,10 +74,7 @@ pub fn check_csr(pem: &str, trust_domain: &str) -> Result<CheckedCsr, Refusal> {
     }
 
     let identity = requested_identity(&parsed, trust_domain)?;
-    Ok(CheckedCsr {
-        public_key,
-        identity,
-    })
+    Ok(CheckedCsr { public_key, identity })
 }
 
 /// ECDSA on P-256, or RSA with a 2048 to 8192-bit modulus.
@@ -98,11 +91,7 @@ fn check_key(key: &PKeyRef<Public>) -> Result<(), String> {
         }
         Id::RSA => {
             let bits = key.bits();
-            if RSA_BITS.contains(&bits) {
-                Ok(())
-            } else {
-                Err(format!("RSA key of {bits} bits"))
-            }
+            if RSA_BITS.contains(&bits) { Ok(()) } else { Err(format!("RSA key of {bits} bits")) }
         }
         other => Err(format!("key type {other:?}")),
     }
@@ -119,13 +108,12 @@ fn requested_identity(
 ) -> Result<Identity, Refusal> {
     use RefusalReason::*;
     let mut names: Vec<&GeneralName<'_>> = Vec::new();
-    let requests = csr
-        .certification_request_info
-        .iter_attributes()
-        .filter_map(|attr| match attr.parsed_attribute() {
+    let requests = csr.certification_request_info.iter_attributes().filter_map(|attr| {
+        match attr.parsed_attribute() {
             ParsedCriAttribute::ExtensionRequest(req) => Some(req),
             _ => None,
-        });
+        }
+    });
     for request in requests {
         for ext in &request.extensions {
             match ext.parsed_extension() {
@@ -150,9 +138,8 @@ fn requested_identity(
         [other] => return Err(refuse(CsrBadSan, format!("SAN {other} is not a URI"))),
         many => return Err(refuse(CsrSanCount, format!("{} SANs", many.len()))),
     };
-    let identity: Identity = uri
-        .parse()
-        .map_err(|e| refuse(CsrBadSan, format!("SAN {uri:?}: {e}")))?;
+    let identity: Identity =
+        uri.parse().map_err(|e| refuse(CsrBadSan, format!("SAN {uri:?}: {e}")))?;
     if identity.trust_domain() != trust_domain {
         return Err(refuse(
             CsrBadSan,

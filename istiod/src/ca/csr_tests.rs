@@ -28,10 +28,7 @@ fn mesh_identity_csr_is_accepted() {
 #[test]
 fn rsa_2048_is_accepted_and_1024_refused() {
     assert!(check_csr(&csr_pem(&rsa(2048), &CsrSpec::uri(ID)), TD).is_ok());
-    assert_eq!(
-        reason(&csr_pem(&rsa(1024), &CsrSpec::uri(ID))),
-        RefusalReason::CsrBadKey
-    );
+    assert_eq!(reason(&csr_pem(&rsa(1024), &CsrSpec::uri(ID))), RefusalReason::CsrBadKey);
 }
 
 #[test]
@@ -45,10 +42,7 @@ fn other_curves_are_refused() {
 #[test]
 fn two_sans_are_refused() {
     let spec = CsrSpec {
-        uris: vec![
-            ID.to_owned(),
-            "spiffe://cluster.local/ns/kube-system/sa/admin".to_owned(),
-        ],
+        uris: vec![ID.to_owned(), "spiffe://cluster.local/ns/kube-system/sa/admin".to_owned()],
         ..CsrSpec::default()
     };
     assert_eq!(reason(&csr_pem(&p256(), &spec)), RefusalReason::CsrSanCount);
@@ -57,30 +51,18 @@ fn two_sans_are_refused() {
         dns: vec!["app.default.svc".to_owned()],
         ..CsrSpec::default()
     };
-    assert_eq!(
-        reason(&csr_pem(&p256(), &uri_and_dns)),
-        RefusalReason::CsrSanCount
-    );
+    assert_eq!(reason(&csr_pem(&p256(), &uri_and_dns)), RefusalReason::CsrSanCount);
 }
 
 #[test]
 fn no_san_is_refused() {
-    assert_eq!(
-        reason(&csr_pem(&p256(), &CsrSpec::default())),
-        RefusalReason::CsrSanCount
-    );
+    assert_eq!(reason(&csr_pem(&p256(), &CsrSpec::default())), RefusalReason::CsrSanCount);
 }
 
 #[test]
 fn wrong_sans_are_refused() {
-    let dns_only = CsrSpec {
-        dns: vec!["app.default.svc".to_owned()],
-        ..CsrSpec::default()
-    };
-    assert_eq!(
-        reason(&csr_pem(&p256(), &dns_only)),
-        RefusalReason::CsrBadSan
-    );
+    let dns_only = CsrSpec { dns: vec!["app.default.svc".to_owned()], ..CsrSpec::default() };
+    assert_eq!(reason(&csr_pem(&p256(), &dns_only)), RefusalReason::CsrBadSan);
     for uri in [
         "spiffe://other.domain/ns/default/sa/app",
         "spiffe://cluster.local/ns/default",
@@ -96,26 +78,14 @@ fn wrong_sans_are_refused() {
 
 #[test]
 fn ca_flag_is_refused() {
-    let spec = CsrSpec {
-        ca: true,
-        ..CsrSpec::uri(ID)
-    };
-    assert_eq!(
-        reason(&csr_pem(&p256(), &spec)),
-        RefusalReason::CsrCaRequested
-    );
+    let spec = CsrSpec { ca: true, ..CsrSpec::uri(ID) };
+    assert_eq!(reason(&csr_pem(&p256(), &spec)), RefusalReason::CsrCaRequested);
 }
 
 #[test]
 fn bad_signature_is_refused() {
-    let spec = CsrSpec {
-        sign_with_other_key: true,
-        ..CsrSpec::uri(ID)
-    };
-    assert_eq!(
-        reason(&csr_pem(&p256(), &spec)),
-        RefusalReason::CsrBadSignature
-    );
+    let spec = CsrSpec { sign_with_other_key: true, ..CsrSpec::uri(ID) };
+    assert_eq!(reason(&csr_pem(&p256(), &spec)), RefusalReason::CsrBadSignature);
 }
 
 #[test]

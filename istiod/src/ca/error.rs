@@ -25,11 +25,7 @@ pub enum CaError {
     #[error(
         "CA state in {dir} is incomplete: {present} exists but {missing} does not; restore it or remove both"
     )]
-    IncompleteState {
-        dir: PathBuf,
-        present: &'static str,
-        missing: &'static str,
-    },
+    IncompleteState { dir: PathBuf, present: &'static str, missing: &'static str },
     #[error("Kubernetes API, {context}: {source}")]
     Kube {
         context: String,
@@ -52,9 +48,6 @@ impl CaError {
 
     pub(crate) fn kube(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
         let context = context.into();
-        move |source| Self::Kube {
-            context,
-            source: Box::new(source),
-        }
+        move |source| Self::Kube { context, source: Box::new(source) }
     }
 }

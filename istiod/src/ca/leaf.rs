@@ -66,11 +66,7 @@ pub(crate) fn build_leaf<K: HasPublic>(
     b.set_issuer_name(issuer.subject_name())?;
     b.append_extension(&*BasicConstraints::new().critical().build()?)?;
     b.append_extension(
-        &*KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .key_encipherment()
-            .build()?,
+        &*KeyUsage::new().critical().digital_signature().key_encipherment().build()?,
     )?;
     let mut eku = ExtendedKeyUsage::new();
     eku.server_auth();
@@ -116,12 +112,7 @@ pub(crate) fn build_root(
     b.set_issuer_name(&name)?;
     b.append_extension(&*BasicConstraints::new().critical().ca().build()?)?;
     b.append_extension(
-        &*KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .digital_signature()
-            .build()?,
+        &*KeyUsage::new().critical().key_cert_sign().crl_sign().digital_signature().build()?,
     )?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(&*ski)?;

@@ -46,9 +46,7 @@ pub struct NodeAuthorizer {
 
 impl std::fmt::Debug for NodeAuthorizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeAuthorizer")
-            .field("trusted", &self.trusted)
-            .finish_non_exhaustive()
+        f.debug_struct("NodeAuthorizer").field("trusted", &self.trusted).finish_non_exhaustive()
     }
 }
 
@@ -67,11 +65,7 @@ impl NodeAuthorizer {
         }
         let node = match (&caller.node, &caller.pod) {
             (Some(node), _) => node.clone(),
-            (None, Some(pod)) => {
-                self.directory
-                    .caller_pod_node(&caller.identity, pod)
-                    .await?
-            }
+            (None, Some(pod)) => self.directory.caller_pod_node(&caller.identity, pod).await?,
             (None, None) => {
                 return Err(Refusal::new(
                     RefusalReason::CallerNodeUnknown,

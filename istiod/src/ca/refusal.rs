@@ -168,10 +168,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(reason: RefusalReason, detail: impl Into<String>) -> Self {
-        Self {
-            reason,
-            detail: detail.into(),
-        }
+        Self { reason, detail: detail.into() }
     }
 
     pub fn reason(&self) -> RefusalReason {
@@ -197,10 +194,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for reason in RefusalReason::ALL {
             let label = reason.as_str();
-            assert!(
-                label.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
-                "{label}"
-            );
+            assert!(label.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{label}");
             assert!(seen.insert(label), "duplicate label {label}");
             assert_ne!(reason.code(), Code::Ok);
         }

@@ -51,9 +51,7 @@ impl StoredCa {
         };
         let cert = build_root(org, &key, validity).map_err(CaError::boring("signing the root"))?;
         Ok(Self {
-            cert_pem: cert
-                .to_pem()
-                .map_err(CaError::boring("encoding the root"))?,
+            cert_pem: cert.to_pem().map_err(CaError::boring("encoding the root"))?,
             key_pem: key
                 .private_key_to_pem_pkcs8()
                 .map_err(CaError::boring("encoding the root key"))?,
@@ -91,9 +89,7 @@ pub async fn load_or_create_root(
         }
         None => {
             tracing::info!(%trust_domain, "no CA root stored; generating one");
-            store
-                .create(StoredCa::generate(trust_domain, SystemTime::now())?)
-                .await?
+            store.create(StoredCa::generate(trust_domain, SystemTime::now())?).await?
         }
     };
     stored.to_authority()

@@ -60,13 +60,7 @@ impl CaService {
         let node_authorizer = directory
             .map(|directory| NodeAuthorizer::new(config.trusted_node_agents.clone(), directory));
         metrics.set_root_expiry(authority.borrow().root_not_after());
-        Self {
-            config: Arc::new(config),
-            authority,
-            authenticator,
-            node_authorizer,
-            metrics,
-        }
+        Self { config: Arc::new(config), authority, authenticator, node_authorizer, metrics }
     }
 
     /// The tonic server, with the decoding limit derived from the CSR limit.
@@ -83,17 +77,10 @@ impl CaService {
         if body.csr.len() > self.config.max_csr_bytes {
             return Err(Refusal::new(
                 RefusalReason::CsrTooLarge,
-                format!(
-                    "CSR of {} bytes, limit {}",
-                    body.csr.len(),
-                    self.config.max_csr_bytes
-                ),
+                format!("CSR of {} bytes, limit {}", body.csr.len(), self.config.max_csr_bytes),
             ));
         }
-        let caller = self
-            .authenticator
-            .authenticate(bearer_token(&metadata)?)
-            .await?;
+        let caller = self.authenticator.authenticate(bearer_token(&metadata)?).await?;
         let trust_domain = self.config.trust_domain();
         let target = match impersonated_identity(body.metadata.as_ref(), trust_domain)? {
             Some(requested) if requested != caller.identity => {
@@ -146,9 +133,7 @@ fn impersonated_identity(
             if identity.trust_domain() == trust_domain {
                 Ok(Some(identity))
             } else {
-                Err(bad(format!(
-                    "{s:?} is not in trust domain {trust_domain:?}"
-                )))
+                Err(bad(format!("{s:?} is not in trust domain {trust_domain:?}")))
             }
         }
         Some(_) => Err(bad("ImpersonatedIdentity is not a string".to_owned())),

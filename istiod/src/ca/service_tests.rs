@@ -44,10 +44,7 @@ fn fixture_with(
     authenticator: Arc<dyn Authenticator>,
     directory: Option<Arc<dyn NodeDirectory>>,
 ) -> Fixture {
-    let authority = StoredCa::generate(TD, SystemTime::now())
-        .unwrap()
-        .to_authority()
-        .unwrap();
+    let authority = StoredCa::generate(TD, SystemTime::now()).unwrap().to_authority().unwrap();
     let (_tx, rx) = watch::channel(Arc::new(authority));
     let metrics = CaMetrics::default();
     let config = CaConfig::new(TD, "istio-system").unwrap();
@@ -67,10 +64,7 @@ fn fixture() -> Fixture {
     };
     let ztunnel = id("istio-system", "ztunnel");
     let mut pod_bound = caller(ztunnel.clone(), None);
-    pod_bound.pod = Some(PodRef {
-        name: "ztunnel-abc".into(),
-        uid: "1234".into(),
-    });
+    pod_bound.pod = Some(PodRef { name: "ztunnel-abc".into(), uid: "1234".into() });
     let authenticator = StaticAuthenticator(BTreeMap::from([
         ("app", caller(id("default", "app"), Some("n1"))),
         ("ztunnel-n1", caller(ztunnel.clone(), Some("n1"))),
@@ -94,25 +88,18 @@ struct Ask<'a> {
 
 impl<'a> Ask<'a> {
     fn new(token: &'a str, csr: String) -> Self {
-        Self {
-            token: Some(token),
-            csr,
-            impersonate: None,
-            validity: 0,
-        }
+        Self { token: Some(token), csr, impersonate: None, validity: 0 }
     }
 
     fn impersonating(mut self, spiffe: &str) -> Self {
-        self.impersonate = Some(Value {
-            kind: Some(Kind::StringValue(spiffe.to_owned())),
-        });
+        self.impersonate = Some(Value { kind: Some(Kind::StringValue(spiffe.to_owned())) });
         self
     }
 
     fn request(self) -> Request<IstioCertificateRequest> {
-        let metadata = self.impersonate.map(|v| Struct {
-            fields: BTreeMap::from([(IMPERSONATED_IDENTITY.to_owned(), v)]),
-        });
+        let metadata = self
+            .impersonate
+            .map(|v| Struct { fields: BTreeMap::from([(IMPERSONATED_IDENTITY.to_owned(), v)]) });
         let mut request = Request::new(IstioCertificateRequest {
             csr: self.csr,
             validity_duration: self.validity,
@@ -133,10 +120,7 @@ fn csr_for(identity: &Identity) -> String {
 }
 
 async fn call(f: &Fixture, ask: Ask<'_>) -> Result<Vec<String>, Status> {
-    f.service
-        .create_certificate(ask.request())
-        .await
-        .map(|r| r.into_inner().cert_chain)
+    f.service.create_certificate(ask.request()).await.map(|r| r.into_inner().cert_chain)
 }
 
 /// Asserts the refusal's code and that exactly its metric label moved.
@@ -144,11 +128,7 @@ async fn assert_refused(f: &Fixture, ask: Ask<'_>, code: Code, reason: RefusalRe
     let before = f.metrics.refusal_count(reason);
     let status = call(f, ask).await.unwrap_err();
     assert_eq!(status.code(), code, "{status:?}");
-    assert_eq!(
-        f.metrics.refusal_count(reason),
-        before + 1,
-        "metric {reason}"
-    );
+    assert_eq!(f.metrics.refusal_count(reason), before + 1, "metric {reason}");
 }
 
 #[tokio::test]
@@ -179,13 +159,7 @@ async fn authentication_refusals() {
     let csr = csr_for(&id("default", "app"));
     let mut no_token = Ask::new("", csr.clone());
     no_token.token = None;
-    assert_refused(
-        &f,
-        no_token,
-        Code::Unauthenticated,
-        RefusalReason::MissingToken,
-    )
-    .await;
+    assert_refused(&f, no_token, Code::Unauthenticated, RefusalReason::MissingToken).await;
     assert_refused(
         &f,
         Ask::new("garbage", csr),
@@ -201,13 +175,7 @@ async fn authentication_refusals() {
 async fn another_identity_is_denied() {
     let f = fixture();
     let ask = Ask::new("app", csr_for(&id("default", "db")));
-    assert_refused(
-        &f,
-        ask,
-        Code::PermissionDenied,
-        RefusalReason::IdentityMismatch,
-    )
-    .await;
+    assert_refused(&f, ask, Code::PermissionDenied, RefusalReason::IdentityMismatch).await;
 }
 
 #[tokio::test]
@@ -222,23 +190,11 @@ async fn node_agent_impersonates_only_workloads_on_its_node() {
 
     let db = id("default", "db");
     let ask = Ask::new("ztunnel-n1", csr_for(&db)).impersonating(&db.to_string());
-    assert_refused(
-        &f,
-        ask,
-        Code::PermissionDenied,
-        RefusalReason::WorkloadNotOnNode,
-    )
-    .await;
+    assert_refused(&f, ask, Code::PermissionDenied, RefusalReason::WorkloadNotOnNode).await;
 
     // Authorized for app, but the CSR asks for db.
     let ask = Ask::new("ztunnel-n1", csr_for(&db)).impersonating(&app.to_string());
-    assert_refused(
-        &f,
-        ask,
-        Code::PermissionDenied,
-        RefusalReason::IdentityMismatch,
-    )
-    .await;
+    assert_refused(&f, ask, Code::PermissionDenied, RefusalReason::IdentityMismatch).await;
 }
 
 #[tokio::test]
@@ -246,45 +202,24 @@ async fn impersonation_needs_a_trusted_agent_with_a_known_node() {
     let f = fixture();
     let other = id("default", "other");
     let ask = Ask::new("app", csr_for(&other)).impersonating(&other.to_string());
-    assert_refused(
-        &f,
-        ask,
-        Code::PermissionDenied,
-        RefusalReason::NotTrustedNodeAgent,
-    )
-    .await;
+    assert_refused(&f, ask, Code::PermissionDenied, RefusalReason::NotTrustedNodeAgent).await;
 
     let app = id("default", "app");
     for token in ["ztunnel-nowhere", "ztunnel-pod"] {
         let ask = Ask::new(token, csr_for(&app)).impersonating(&app.to_string());
-        assert_refused(
-            &f,
-            ask,
-            Code::PermissionDenied,
-            RefusalReason::CallerNodeUnknown,
-        )
-        .await;
+        assert_refused(&f, ask, Code::PermissionDenied, RefusalReason::CallerNodeUnknown).await;
     }
 
     let no_directory = fixture_with(
         Arc::new(StaticAuthenticator(BTreeMap::from([(
             "ztunnel-n1",
-            Caller {
-                identity: id("istio-system", "ztunnel"),
-                node: Some("n1".into()),
-                pod: None,
-            },
+            Caller { identity: id("istio-system", "ztunnel"), node: Some("n1".into()), pod: None },
         )]))),
         None,
     );
     let ask = Ask::new("ztunnel-n1", csr_for(&app)).impersonating(&app.to_string());
-    assert_refused(
-        &no_directory,
-        ask,
-        Code::PermissionDenied,
-        RefusalReason::NotTrustedNodeAgent,
-    )
-    .await;
+    assert_refused(&no_directory, ask, Code::PermissionDenied, RefusalReason::NotTrustedNodeAgent)
+        .await;
 }
 
 #[tokio::test]
@@ -293,59 +228,29 @@ async fn malformed_impersonated_identity_is_invalid() {
     let csr = csr_for(&id("default", "app"));
     for bad in ["not-a-spiffe-id", "spiffe://other.domain/ns/default/sa/app"] {
         let ask = Ask::new("ztunnel-n1", csr.clone()).impersonating(bad);
-        assert_refused(
-            &f,
-            ask,
-            Code::InvalidArgument,
-            RefusalReason::BadImpersonatedIdentity,
-        )
-        .await;
+        assert_refused(&f, ask, Code::InvalidArgument, RefusalReason::BadImpersonatedIdentity)
+            .await;
     }
     let mut ask = Ask::new("ztunnel-n1", csr);
-    ask.impersonate = Some(Value {
-        kind: Some(Kind::NumberValue(1.0)),
-    });
-    assert_refused(
-        &f,
-        ask,
-        Code::InvalidArgument,
-        RefusalReason::BadImpersonatedIdentity,
-    )
-    .await;
+    ask.impersonate = Some(Value { kind: Some(Kind::NumberValue(1.0)) });
+    assert_refused(&f, ask, Code::InvalidArgument, RefusalReason::BadImpersonatedIdentity).await;
 }
 
 #[tokio::test]
 async fn bad_csrs_are_invalid_arguments() {
     let f = fixture();
     let app = id("default", "app").to_string();
-    let two_sans = CsrSpec {
-        uris: vec![app.clone(), id("default", "db").to_string()],
-        ..CsrSpec::default()
-    };
-    let ca = CsrSpec {
-        ca: true,
-        ..CsrSpec::uri(&app)
-    };
-    let bad_signature = CsrSpec {
-        sign_with_other_key: true,
-        ..CsrSpec::uri(&app)
-    };
-    let dns = CsrSpec {
-        dns: vec!["app.default.svc".into()],
-        ..CsrSpec::default()
-    };
+    let two_sans =
+        CsrSpec { uris: vec![app.clone(), id("default", "db").to_string()], ..CsrSpec::default() };
+    let ca = CsrSpec { ca: true, ..CsrSpec::uri(&app) };
+    let bad_signature = CsrSpec { sign_with_other_key: true, ..CsrSpec::uri(&app) };
+    let dns = CsrSpec { dns: vec!["app.default.svc".into()], ..CsrSpec::default() };
     let cases = [
         (csr_pem(&p256(), &two_sans), RefusalReason::CsrSanCount),
         (csr_pem(&p256(), &ca), RefusalReason::CsrCaRequested),
         ("garbage".to_owned(), RefusalReason::CsrUnparsable),
-        (
-            csr_pem(&rsa(1024), &CsrSpec::uri(&app)),
-            RefusalReason::CsrBadKey,
-        ),
-        (
-            csr_pem(&p256(), &bad_signature),
-            RefusalReason::CsrBadSignature,
-        ),
+        (csr_pem(&rsa(1024), &CsrSpec::uri(&app)), RefusalReason::CsrBadKey),
+        (csr_pem(&p256(), &bad_signature), RefusalReason::CsrBadSignature),
         (csr_pem(&p256(), &dns), RefusalReason::CsrBadSan),
     ];
     for (csr, reason) in cases {
@@ -357,13 +262,8 @@ async fn bad_csrs_are_invalid_arguments() {
 async fn oversized_csr_is_resource_exhausted() {
     let f = fixture();
     let csr = "A".repeat(DEFAULT_MAX_CSR_BYTES + 1);
-    assert_refused(
-        &f,
-        Ask::new("app", csr),
-        Code::ResourceExhausted,
-        RefusalReason::CsrTooLarge,
-    )
-    .await;
+    assert_refused(&f, Ask::new("app", csr), Code::ResourceExhausted, RefusalReason::CsrTooLarge)
+        .await;
 }
 
 #[tokio::test]
@@ -377,28 +277,17 @@ async fn ttl_default_requested_capped_and_negative() {
             .to_der()
             .unwrap();
         let info = mesh_identity::verify::inspect_leaf(&der).unwrap();
-        let now = i64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-        )
-        .unwrap();
+        let now =
+            i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap();
         Duration::from_secs(u64::try_from(info.not_after - now + 5).unwrap() / 10 * 10)
     };
     let policy = TtlPolicy::default();
-    for (requested, granted) in [
-        (0, policy.default),
-        (3600, Duration::from_secs(3600)),
-        (10 * 365 * 24 * 3600, policy.max),
-    ] {
+    for (requested, granted) in
+        [(0, policy.default), (3600, Duration::from_secs(3600)), (10 * 365 * 24 * 3600, policy.max)]
+    {
         let mut ask = Ask::new("app", csr_for(&app));
         ask.validity = requested;
-        assert_eq!(
-            lifetime(call(&f, ask).await.unwrap()),
-            granted,
-            "requested {requested}"
-        );
+        assert_eq!(lifetime(call(&f, ask).await.unwrap()), granted, "requested {requested}");
     }
     let mut ask = Ask::new("app", csr_for(&app));
     ask.validity = -5;
@@ -425,13 +314,7 @@ async fn local_mode_node_tokens_end_to_end() {
     let ask = Ask::new(&n1, csr_for(&app)).impersonating(&app.to_string());
     call(&f, ask).await.unwrap();
     let ask = Ask::new(&n2, csr_for(&app)).impersonating(&app.to_string());
-    assert_refused(
-        &f,
-        ask,
-        Code::PermissionDenied,
-        RefusalReason::WorkloadNotOnNode,
-    )
-    .await;
+    assert_refused(&f, ask, Code::PermissionDenied, RefusalReason::WorkloadNotOnNode).await;
     let ask = Ask::new("0000", csr_for(&app)).impersonating(&app.to_string());
     assert_refused(&f, ask, Code::Unauthenticated, RefusalReason::InvalidToken).await;
 }

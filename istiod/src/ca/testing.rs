@@ -33,10 +33,7 @@ pub(crate) struct CsrSpec {
 
 impl CsrSpec {
     pub(crate) fn uri(uri: &str) -> Self {
-        Self {
-            uris: vec![uri.to_owned()],
-            ..Self::default()
-        }
+        Self { uris: vec![uri.to_owned()], ..Self::default() }
     }
 }
 
@@ -54,14 +51,10 @@ pub(crate) fn csr_pem(key: &PKey<Private>, spec: &CsrSpec) -> String {
         for dns in &spec.dns {
             san.dns(dns);
         }
-        extensions
-            .push(san.build(&builder.x509v3_context(None)).unwrap())
-            .unwrap();
+        extensions.push(san.build(&builder.x509v3_context(None)).unwrap()).unwrap();
     }
     if spec.ca {
-        extensions
-            .push(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
+        extensions.push(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
     }
     builder.add_extensions(&extensions).unwrap();
     if spec.sign_with_other_key {

@@ -62,12 +62,7 @@ impl ConfigMapPublisher {
             namespaces: BTreeSet::new(),
             pending: BTreeSet::new(),
         };
-        (
-            Self {
-                bundle: Arc::new(tx),
-            },
-            controller,
-        )
+        (Self { bundle: Arc::new(tx) }, controller)
     }
 }
 
@@ -184,16 +179,10 @@ impl ConfigMapController {
             metadata: ObjectMeta {
                 name: Some(ROOT_CONFIGMAP.to_owned()),
                 namespace: Some(ns.to_owned()),
-                labels: Some(BTreeMap::from([(
-                    "istio.io/config".to_owned(),
-                    "true".to_owned(),
-                )])),
+                labels: Some(BTreeMap::from([("istio.io/config".to_owned(), "true".to_owned())])),
                 ..ObjectMeta::default()
             },
-            data: Some(BTreeMap::from([(
-                ROOT_CERT_KEY.to_owned(),
-                bundle.as_ref().to_owned(),
-            )])),
+            data: Some(BTreeMap::from([(ROOT_CERT_KEY.to_owned(), bundle.as_ref().to_owned())])),
             ..ConfigMap::default()
         };
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);

@@ -28,10 +28,7 @@ impl std::fmt::Debug for KubePodDirectory {
 }
 
 fn unavailable(e: &kube::Error) -> Refusal {
-    Refusal::new(
-        RefusalReason::AuthorizerUnavailable,
-        format!("pod lookup: {e}"),
-    )
+    Refusal::new(RefusalReason::AuthorizerUnavailable, format!("pod lookup: {e}"))
 }
 
 fn unknown(detail: String) -> Refusal {
@@ -49,10 +46,7 @@ fn plain_node_name(node: &str) -> bool {
 }
 
 fn is_terminated(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
 impl KubePodDirectory {
@@ -92,17 +86,12 @@ impl KubePodDirectory {
             return Ok(false);
         }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), workload.namespace());
-        let mut params = ListParams::default()
-            .fields(&format!("spec.nodeName={node}"))
-            .limit(PAGE);
+        let mut params = ListParams::default().fields(&format!("spec.nodeName={node}")).limit(PAGE);
         loop {
             let page = api.list(&params).await.map_err(|e| unavailable(&e))?;
             let found = page.items.iter().any(|pod| {
                 !is_terminated(pod)
-                    && pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.service_account_name.as_deref())
+                    && pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref())
                         == Some(workload.service_account())
             });
             if found {

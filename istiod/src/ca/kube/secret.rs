@@ -38,10 +38,7 @@ impl std::fmt::Debug for SecretRootStore {
 impl SecretRootStore {
     /// The store in `namespace` (istiod's own).
     pub fn new(client: kube::Client, namespace: impl Into<String>) -> Self {
-        Self {
-            client,
-            namespace: namespace.into(),
-        }
+        Self { client, namespace: namespace.into() }
     }
 
     fn api(&self) -> Api<Secret> {
@@ -53,30 +50,18 @@ impl SecretRootStore {
     }
 
     async fn load_now(&self) -> Result<Option<StoredCa>, CaError> {
-        let Some(secret) = self
-            .api()
-            .get_opt(CA_SECRET)
-            .await
-            .map_err(CaError::kube(self.context("reading")))?
+        let Some(secret) =
+            self.api().get_opt(CA_SECRET).await.map_err(CaError::kube(self.context("reading")))?
         else {
             return Ok(None);
         };
         let data = secret.data.unwrap_or_default();
         let field = |key: &str| {
-            data.get(key)
-                .map(|b| b.0.clone())
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| {
-                    CaError::InvalidCa(format!(
-                        "Secret {}/{CA_SECRET} has no {key}",
-                        self.namespace
-                    ))
-                })
+            data.get(key).map(|b| b.0.clone()).filter(|b| !b.is_empty()).ok_or_else(|| {
+                CaError::InvalidCa(format!("Secret {}/{CA_SECRET} has no {key}", self.namespace))
+            })
         };
-        Ok(Some(StoredCa {
-            cert_pem: field(CERT_KEY)?,
-            key_pem: field(KEY_KEY)?,
-        }))
+        Ok(Some(StoredCa { cert_pem: field(CERT_KEY)?, key_pem: field(KEY_KEY)? }))
     }
 
     async fn create_now(&self, ca: StoredCa) -> Result<StoredCa, CaError> {

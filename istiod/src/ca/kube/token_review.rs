@@ -48,11 +48,7 @@ impl KubeTokenAuthenticator {
     /// Callers get identities in `trust_domain`; tokens must carry audience
     /// `istio-ca`.
     pub fn new(client: kube::Client, trust_domain: impl Into<String>) -> Self {
-        Self {
-            client,
-            trust_domain: trust_domain.into(),
-            audience: TOKEN_AUDIENCE.to_owned(),
-        }
+        Self { client, trust_domain: trust_domain.into(), audience: TOKEN_AUDIENCE.to_owned() }
     }
 
     async fn review(&self, token: &str) -> Result<Caller, Refusal> {
@@ -64,18 +60,10 @@ impl KubeTokenAuthenticator {
             ..TokenReview::default()
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
-        let reviewed = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| {
-                Refusal::new(
-                    RefusalReason::AuthenticatorUnavailable,
-                    format!("TokenReview: {e}"),
-                )
-            })?;
-        let status = reviewed
-            .status
-            .ok_or_else(|| invalid("TokenReview returned no status"))?;
+        let reviewed = api.create(&PostParams::default(), &review).await.map_err(|e| {
+            Refusal::new(RefusalReason::AuthenticatorUnavailable, format!("TokenReview: {e}"))
+        })?;
+        let status = reviewed.status.ok_or_else(|| invalid("TokenReview returned no status"))?;
         if status.authenticated != Some(true) {
             return Err(invalid(format!(
                 "TokenReview: not authenticated: {}",
@@ -84,14 +72,9 @@ impl KubeTokenAuthenticator {
         }
         let audiences = status.audiences.unwrap_or_default();
         if !audiences.iter().any(|a| *a == self.audience) {
-            return Err(invalid(format!(
-                "token audiences {audiences:?} lack {:?}",
-                self.audience
-            )));
+            return Err(invalid(format!("token audiences {audiences:?} lack {:?}", self.audience)));
         }
-        let user = status
-            .user
-            .ok_or_else(|| invalid("TokenReview returned no user"))?;
+        let user = status.user.ok_or_else(|| invalid("TokenReview returned no user"))?;
         caller_from_user(&user, &self.trust_domain)
     }
 }
@@ -115,17 +98,10 @@ fn caller_from_user(user: &UserInfo, trust_domain: &str) -> Result<Caller, Refus
     let empty = BTreeMap::new();
     let extra = user.extra.as_ref().unwrap_or(&empty);
     let pod = match (single(extra, EXTRA_POD_NAME), single(extra, EXTRA_POD_UID)) {
-        (Some(name), Some(uid)) => Some(PodRef {
-            name: name.to_owned(),
-            uid: uid.to_owned(),
-        }),
+        (Some(name), Some(uid)) => Some(PodRef { name: name.to_owned(), uid: uid.to_owned() }),
         _ => None,
     };
-    Ok(Caller {
-        identity,
-        node: single(extra, EXTRA_NODE_NAME).map(str::to_owned),
-        pod,
-    })
+    Ok(Caller { identity, node: single(extra, EXTRA_NODE_NAME).map(str::to_owned), pod })
 }
 
 impl Authenticator for KubeTokenAuthenticator {
@@ -142,10 +118,7 @@ mod tests {
         UserInfo {
             username: Some(name.to_owned()),
             extra: Some(
-                extra
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), vec![(*v).to_owned()]))
-                    .collect(),
+                extra.iter().map(|(k, v)| ((*k).to_owned(), vec![(*v).to_owned()])).collect(),
             ),
             ..UserInfo::default()
         }
@@ -170,13 +143,7 @@ mod tests {
             "spiffe://cluster.local/ns/istio-system/sa/ztunnel"
         );
         assert_eq!(caller.node.as_deref(), Some("node-1"));
-        assert_eq!(
-            caller.pod,
-            Some(PodRef {
-                name: "ztunnel-x".into(),
-                uid: "u-1".into()
-            })
-        );
+        assert_eq!(caller.pod, Some(PodRef { name: "ztunnel-x".into(), uid: "u-1".into() }));
     }
 
     #[test]

@@ -133,15 +133,10 @@ impl LocalTokenAuthenticator {
 impl Authenticator for LocalTokenAuthenticator {
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Caller, Refusal>> {
         let result = match self.lookup(token) {
-            Some(node) => Ok(Caller {
-                identity: self.agent.clone(),
-                node: Some(node.to_owned()),
-                pod: None,
-            }),
-            None => Err(Refusal::new(
-                RefusalReason::InvalidToken,
-                "unknown node token",
-            )),
+            Some(node) => {
+                Ok(Caller { identity: self.agent.clone(), node: Some(node.to_owned()), pod: None })
+            }
+            None => Err(Refusal::new(RefusalReason::InvalidToken, "unknown node token")),
         };
         std::future::ready(result).boxed()
     }
@@ -164,10 +159,7 @@ impl LocalNodeDirectory {
         for (node, sa) in placement {
             map.entry(node).or_default().insert(sa);
         }
-        *self
-            .placement
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = map;
+        *self.placement.write().unwrap_or_else(PoisonError::into_inner) = map;
     }
 
     fn contains(&self, node: &str, workload: &Identity) -> bool {

@@ -19,10 +19,7 @@ pub(super) fn private_dir(dir: &Path) -> Result<(), CaError> {
 /// Writes `contents` to `path` through a temporary file and a rename, so a
 /// reader never sees a partial file; the result has exactly `mode`.
 pub(super) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp"));
     let context = |what: &str| format!("{what} {}", tmp.display());
     match std::fs::remove_file(&tmp) {
@@ -55,10 +52,7 @@ pub(super) fn read_private(path: &Path) -> Result<Vec<u8>, CaError> {
         std::fs::metadata(path).map_err(CaError::io(format!("reading {}", path.display())))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(CaError::Permissions {
-            path: path.to_owned(),
-            mode,
-        });
+        return Err(CaError::Permissions { path: path.to_owned(), mode });
     }
     std::fs::read(path).map_err(CaError::io(format!("reading {}", path.display())))
 }

@@ -22,9 +22,7 @@ pub struct FileRootStore {
 
 impl FileRootStore {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: state_dir.into(),
-        }
+        Self { dir: state_dir.into() }
     }
 
     pub fn key_path(&self) -> PathBuf {
@@ -51,11 +49,7 @@ impl FileRootStore {
     }
 
     fn incomplete(&self, present: &'static str, missing: &'static str) -> CaError {
-        CaError::IncompleteState {
-            dir: self.dir.clone(),
-            present,
-            missing,
-        }
+        CaError::IncompleteState { dir: self.dir.clone(), present, missing }
     }
 
     fn create_now(&self, ca: StoredCa) -> Result<StoredCa, CaError> {
@@ -134,13 +128,9 @@ mod tests {
         let key_before = std::fs::read(store.key_path()).unwrap();
 
         // A restart: a new store over the same directory.
-        let second = load_or_create_root(&FileRootStore::new(&state), "cluster.local")
-            .await
-            .unwrap();
-        assert_eq!(
-            first.trust_bundle_pem().unwrap(),
-            second.trust_bundle_pem().unwrap()
-        );
+        let second =
+            load_or_create_root(&FileRootStore::new(&state), "cluster.local").await.unwrap();
+        assert_eq!(first.trust_bundle_pem().unwrap(), second.trust_bundle_pem().unwrap());
         assert_eq!(std::fs::read(store.key_path()).unwrap(), key_before);
         assert_eq!(first.roots().len(), 1);
     }
