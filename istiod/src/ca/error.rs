@@ -34,6 +34,12 @@ pub enum CaError {
     },
     #[error("CA configuration: {0}")]
     Config(String),
+    #[error("TLS for the CA server: {0}")]
+    Tls(#[from] mesh_identity::tls::TlsError),
+    #[error("istiod serving certificate: {0}")]
+    ServingCertificate(#[from] mesh_identity::CertificateError),
+    #[error("serving gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 impl CaError {

@@ -9,6 +9,8 @@
 //! - Root of trust: a self-signed root generated once and kept in a
 //!   [`root::RootStore`], or a plug-in CA from a `cacerts` directory.
 //! - Trust bundle publication: [`publish::BundlePublisher`].
+//! - Transport: [`serve`] over BoringSSL TLS with istiod's own serving
+//!   certificate ([`serving_certificate`]), port [`CA_PORT`].
 //! - Backends: [`local`] (state directory, node tokens) and [`kube`]
 //!   (TokenReview, Pods, Secret `istio-ca-secret`, ConfigMaps
 //!   `istio-ca-root-cert`).
@@ -26,6 +28,7 @@ pub mod node_authz;
 pub mod publish;
 mod refusal;
 pub mod root;
+mod server;
 mod service;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -38,4 +41,7 @@ pub use config::{
 pub use error::CaError;
 pub use metrics::CaMetrics;
 pub use refusal::{Refusal, RefusalReason};
+pub use server::{
+    CA_PORT, HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT, serve, server_tls, serving_certificate,
+};
 pub use service::{CaService, IMPERSONATED_IDENTITY};

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use mesh_identity::grpc::TlsConnectInfo;
 use mesh_model::Identity;
 use mesh_proto::ca::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
@@ -23,7 +24,7 @@ use super::node_authz::{NodeAuthorizer, NodeDirectory};
 use super::{Authority, CaConfig, CaMetrics, Refusal, RefusalReason};
 
 /// The request metadata key a node agent sets to the SPIFFE ID it asks for.
-pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
+pub use mesh_identity::caclient::IMPERSONATED_IDENTITY;
 /// Room for the rest of the request above the CSR limit. Messages larger
 /// than CSR limit + this are refused by tonic (`OutOfRange`) before the
 /// handler runs.
@@ -147,7 +148,11 @@ impl IstioCertificateService for CaService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         self.metrics.received();
-        let peer = request.remote_addr();
+        let peer = request
+            .extensions()
+            .get::<TlsConnectInfo>()
+            .map(|info| info.remote_addr)
+            .or_else(|| request.remote_addr());
         match self.handle(request).await {
             Ok(cert_chain) => {
                 self.metrics.issued();
