@@ -87,12 +87,12 @@ pub(crate) fn build_leaf<K: HasPublic>(
         }
     }
     let san = san.build(&b.x509v3_context(Some(issuer), None))?;
-    b.append_extension(&*san)?;
+    b.append_extension(&san)?;
     if issuer.subject_key_id().is_some() {
         let aki = AuthorityKeyIdentifier::new()
             .keyid(true)
             .build(&b.x509v3_context(Some(issuer), None))?;
-        b.append_extension(&*aki)?;
+        b.append_extension(&aki)?;
     }
     b.sign(issuer_key, MessageDigest::sha256())?;
     Ok(b.build())
@@ -115,7 +115,7 @@ pub(crate) fn build_root(
         &*KeyUsage::new().critical().key_cert_sign().crl_sign().digital_signature().build()?,
     )?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
-    b.append_extension(&*ski)?;
+    b.append_extension(&ski)?;
     b.sign(key, MessageDigest::sha256())?;
     Ok(b.build())
 }

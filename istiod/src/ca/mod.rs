@@ -1,7 +1,8 @@
 //! The certificate authority inside istiod.
 //!
-//! - [`CaService`]: `istio.v1.auth.IstioCertificateService/CreateCertificate`.
-//!   Authenticates the caller's bearer token ([`authn::Authenticator`]),
+//! - [`CaService`] serves
+//!   `istio.v1.auth.IstioCertificateService/CreateCertificate`. It
+//!   authenticates the caller's bearer token ([`authn::Authenticator`]),
 //!   lets trusted node agents impersonate workloads on their own node
 //!   ([`node_authz`]), checks the CSR ([`csr`]) and signs a SPIFFE leaf
 //!   ([`Authority`]). Every refusal has a [`RefusalReason`], which picks the

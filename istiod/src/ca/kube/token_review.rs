@@ -71,7 +71,7 @@ impl KubeTokenAuthenticator {
             )));
         }
         let audiences = status.audiences.unwrap_or_default();
-        if !audiences.iter().any(|a| *a == self.audience) {
+        if !audiences.contains(&self.audience) {
             return Err(invalid(format!("token audiences {audiences:?} lack {:?}", self.audience)));
         }
         let user = status.user.ok_or_else(|| invalid("TokenReview returned no user"))?;
