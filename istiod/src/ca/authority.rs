@@ -198,6 +198,9 @@ impl Authority {
             self.issuer_chain.first().ok_or_else(|| invalid("empty issuer chain"))?;
         let now = unix_seconds(now);
         let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+        if self.chain_not_after <= now {
+            return Err(invalid("the CA chain has expired"));
+        }
         // Never outlive the issuing chain: such a leaf would not verify.
         let not_after = now.saturating_add(lifetime).min(self.chain_not_after);
         let backdate = i64::try_from(BACKDATE.as_secs()).unwrap_or(0);

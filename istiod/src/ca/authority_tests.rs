@@ -145,6 +145,12 @@ fn leaf_never_outlives_its_issuer() {
     let leaf = facts(sign(&authority, &p256(), 90 * DAY).first().unwrap());
     let root_not_after = facts(&ca.root_pem()).not_after;
     assert_eq!(leaf.not_after, root_not_after);
+
+    // Once the issuer has expired, nothing is signed.
+    let later = SystemTime::now() + 2 * DAY;
+    let csr = check_csr(&csr_pem(&p256(), &CsrSpec::uri(ID)), "cluster.local").unwrap();
+    let err = authority.issue_workload(csr.public_key(), csr.identity(), DAY, later).unwrap_err();
+    assert!(matches!(err, CaError::InvalidCa(_)), "{err}");
 }
 
 #[test]
