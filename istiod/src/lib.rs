@@ -1,8 +1,10 @@
 //! istiod, the control plane.
 //!
-//! Not built yet: this crate reserves its place in the crate graph (see
-//! `ARCHITECTURE.md`). It will watch Kubernetes or a local directory,
-//! translate into `istio.workload.Address`, `istio.security.Authorization`
-//! and waypoint resources, serve them over delta ADS and sign workload
-//! certificates.
+//! Built so far: the certificate authority ([`ca`]), which signs workload
+//! certificates over `istio.v1.auth.IstioCertificateService`. Planned (see
+//! `ARCHITECTURE.md`): watching Kubernetes or a local directory, translating
+//! into `istio.workload.Address`, `istio.security.Authorization` and waypoint
+//! resources, and serving them over delta ADS.
 #![forbid(unsafe_code)]
+
+pub mod ca;
