@@ -9,13 +9,20 @@
 //! - [`tls`]: BoringSSL contexts for HBONE and the control plane: TLS 1.3 only
 //!   by default, ALPN `h2`, no resumption, X25519MLKEM768 preferred, and
 //!   SPIFFE peer verification ([`verify`]).
+//! - [`manager`] (`src/manager/`): the certificate manager: one certificate
+//!   per workload identity, fetched from a [`manager::CertificateProvider`]
+//!   (urgent requests ahead of prefetches, bounded concurrency), renewed at
+//!   half life with jitter, retried with capped backoff while the old
+//!   certificate stays valid, and published through `watch` channels.
 #![forbid(unsafe_code)]
 
 mod certificate;
 pub mod csr;
 mod error;
+pub mod manager;
 pub mod tls;
 pub mod verify;
 
 pub use certificate::{TrustBundle, WorkloadCertificate};
 pub use error::{CertificateError, PeerError};
+pub use manager::{CertificateManager, CertificateProvider};
