@@ -12,6 +12,11 @@
 //! - [`caclient`]: asks istiod's CA to sign, and checks what comes back.
 //! - [`control_plane`] and [`grpc`]: TLS to istiod (DNS-named server
 //!   certificate, bearer-token clients) and tonic over BoringSSL.
+//! - [`manager`] (`src/manager/`): the certificate manager: one certificate
+//!   per workload identity, fetched from a [`manager::CertificateProvider`]
+//!   (urgent requests ahead of prefetches, bounded concurrency), renewed at
+//!   half life with jitter, retried with capped backoff while the old
+//!   certificate stays valid, and published through `watch` channels.
 #![forbid(unsafe_code)]
 
 pub mod caclient;
@@ -20,8 +25,10 @@ pub mod control_plane;
 pub mod csr;
 mod error;
 pub mod grpc;
+pub mod manager;
 pub mod tls;
 pub mod verify;
 
 pub use certificate::{TrustBundle, WorkloadCertificate};
 pub use error::{CertificateError, PeerError};
+pub use manager::{CertificateManager, CertificateProvider};
