@@ -169,3 +169,30 @@ async fn restart_keeps_the_root() {
         load_or_create_root(&FileRootStore::new(state.path()), TRUST_DOMAIN).await.unwrap();
     assert_eq!(first.trust_bundle_pem().unwrap(), second.trust_bundle_pem().unwrap());
 }
+
+/// The node agent's whole path: certificate manager -> CA client -> TLS ->
+/// istiod's CA, for a pod on its node, with the refusal surfacing as the
+/// manager's error for a pod elsewhere.
+#[tokio::test]
+async fn certificate_manager_gets_pod_certificates_from_the_real_ca() {
+    use mesh_identity::manager::{CertificateManager, Config};
+    let local = local_ca().await;
+    let token_file = LocalTokenAuthenticator::token_path(local.state.path(), "n1");
+    let client = CaClient::new(
+        local.ca.channel(),
+        TokenSource::File(token_file),
+        "Kubernetes",
+        RequestMode::Impersonate,
+    );
+    let manager = CertificateManager::new(client, Config::default()).unwrap();
+
+    let app = identity("default", "app");
+    let mut updates = manager.subscribe(&app);
+    manager.track(&app);
+    let cert = manager.get(&app).await.unwrap();
+    assert_eq!(cert.identity(), &app);
+    updates.wait_for(|c| c.is_some()).await.unwrap();
+
+    let err = manager.get(&identity("default", "db")).await.unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+}

@@ -157,3 +157,33 @@ impl CaClient {
             .map_err(CaClientError::BadResponse)
     }
 }
+
+impl From<CaClientError> for crate::manager::FetchError {
+    fn from(e: CaClientError) -> Self {
+        use crate::manager::FetchError;
+        match e {
+            CaClientError::Refused(status) => match status.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+                    FetchError::Unavailable(status.to_string())
+                }
+                _ => FetchError::Refused(status.to_string()),
+            },
+            CaClientError::Token(reason) => {
+                FetchError::Unavailable(format!("reading the CA token: {reason}"))
+            }
+            CaClientError::TokenHeader => {
+                FetchError::Refused("the CA token is not a valid header value".to_owned())
+            }
+            CaClientError::Csr(e) | CaClientError::BadResponse(e) => FetchError::Certificate(e),
+        }
+    }
+}
+
+impl crate::manager::CertificateProvider for CaClient {
+    async fn fetch(
+        &self,
+        identity: &Identity,
+    ) -> Result<WorkloadCertificate, crate::manager::FetchError> {
+        Ok(self.sign(identity).await?)
+    }
+}
