@@ -9,6 +9,8 @@
 //! - [`tls`]: BoringSSL contexts for HBONE and the control plane: TLS 1.3 only
 //!   by default, ALPN `h2`, no resumption, X25519MLKEM768 preferred, and
 //!   SPIFFE peer verification ([`verify`]).
+//! - [`contexts`]: per-identity server and client TLS contexts over the
+//!   certificate manager, rebuilt when a certificate is renewed.
 //! - [`caclient`]: asks istiod's CA to sign, and checks what comes back.
 //! - [`control_plane`] and [`grpc`]: TLS to istiod (DNS-named server
 //!   certificate, bearer-token clients) and tonic over BoringSSL.
@@ -21,6 +23,7 @@
 
 pub mod caclient;
 mod certificate;
+pub mod contexts;
 pub mod control_plane;
 pub mod csr;
 mod error;

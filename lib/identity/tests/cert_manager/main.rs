@@ -9,6 +9,7 @@
     reason = "test code"
 )]
 
+mod contexts;
 mod fake_ca;
 mod fetching;
 mod lifecycle;
