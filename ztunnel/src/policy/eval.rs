@@ -199,6 +199,50 @@ mod tests {
     }
 
     #[test]
+    fn plaintext_against_identity_policies() {
+        use mesh_model::StringMatch;
+        let rule = |m: Match| vec![Rule { clauses: vec![Clause { matches: vec![m] }] }];
+        // PeerAuthentication STRICT, as istiod translates it.
+        let strict = policy(
+            "ns",
+            "converted_peer_authentication_strict",
+            Scope::Namespace,
+            Action::Deny,
+            rule(Match { not_principals: vec![StringMatch::Presence], ..Default::default() }),
+        );
+        let allow_principal = policy(
+            "ns",
+            "allow-client",
+            Scope::Namespace,
+            Action::Allow,
+            rule(Match {
+                principals: vec![StringMatch::Exact("cluster.local/ns/ns/sa/client".into())],
+                ..Default::default()
+            }),
+        );
+        let client = Identity::new("cluster.local", "ns", "client").unwrap();
+        let other = Identity::new("cluster.local", "ns", "other").unwrap();
+        let w = workload("w1", "10.0.0.1");
+        let cases = [
+            ("strict: plaintext denied", vec![strict.clone()], None, false),
+            ("strict: mTLS allowed", vec![strict], Some(&client), true),
+            ("allow principal: plaintext denied", vec![allow_principal.clone()], None, false),
+            (
+                "allow principal: other identity denied",
+                vec![allow_principal.clone()],
+                Some(&other),
+                false,
+            ),
+            ("allow principal: named identity allowed", vec![allow_principal], Some(&client), true),
+        ];
+        for (name, policies, id, want) in cases {
+            let mut s = ProxyState::default();
+            policies.into_iter().for_each(|p| s.insert_policy(p));
+            assert_eq!(s.authorize(&conn(&w, id, 80)).allowed, want, "{name}");
+        }
+    }
+
+    #[test]
     fn unknown_listed_policies_are_skipped() {
         let mut w = workload("w1", "10.0.0.1");
         w.authorization_policies = vec!["ns/not-yet-here".into()];
