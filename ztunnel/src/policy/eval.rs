@@ -51,7 +51,7 @@ pub(super) fn evaluate(policies: &[Arc<Authorization>], conn: &ConnectionInfo<'_
             "dry-run policies would change this decision (not enforced)"
         );
     }
-    tracing::debug!(%workload, allowed, %reason, "authorization");
+    tracing::debug!(%workload, allowed, %reason, dry_run = ?dry_run_findings, "authorization");
     Decision { allowed, reason, dry_run_findings, shadow_allowed }
 }
 

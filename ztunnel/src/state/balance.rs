@@ -25,8 +25,13 @@ impl ProxyState {
     /// - Only healthy workloads, unless the health policy is `AllowAll`.
     ///   Workloads without an IP (hostname-only) are skipped: resolving them
     ///   is the caller's business.
+    /// - The service must declare `service_port`, else `None` (as upstream:
+    ///   a VIP does not forward undeclared ports).
     /// - Target port: the workload's own port list for the service, then the
-    ///   service's `target_port`, then `service_port` itself.
+    ///   service's `target_port`, then `service_port` itself, but only for
+    ///   a workload with an application tunnel (as upstream; the far side
+    ///   maps the port). A workload on which a named target port does not
+    ///   resolve is skipped rather than dialled on a guessed port.
     /// - Locality, per `load_balancing.mode` and `routing_preference`
     ///   (region, zone, subzone, node, cluster, network, compared with the
     ///   source): FAILOVER keeps the endpoints matching the most leading
@@ -47,6 +52,10 @@ impl ProxyState {
         if is_passthrough(service) {
             return None;
         }
+        if !service.ports.iter().any(|p| p.service_port == service_port) {
+            tracing::debug!(service = %service.key(), service_port, "port not declared by the service");
+            return None;
+        }
         let allow_unhealthy = lb.is_some_and(|lb| lb.health_policy == HealthPolicy::AllowAll);
         let key = service.key();
         let candidates: Vec<Endpoint> = self
@@ -58,7 +67,7 @@ impl ProxyState {
             .filter(|w| allow_unhealthy || w.status == WorkloadStatus::Healthy)
             .filter_map(|w| {
                 let ip = *w.addresses.first()?;
-                let port = target_port(service, service_port, w);
+                let port = target_port(service, service_port, w)?;
                 Some(Endpoint { workload: Arc::clone(w), address: SocketAddr::new(ip, port) })
             })
             .collect();
@@ -106,7 +115,7 @@ pub fn is_passthrough(service: &Service) -> bool {
     service.load_balancing.as_ref().is_some_and(|lb| lb.mode == LoadBalancingMode::Passthrough)
 }
 
-fn target_port(service: &Service, service_port: u16, w: &Workload) -> u16 {
+fn target_port(service: &Service, service_port: u16, w: &Workload) -> Option<u16> {
     let from_workload = w
         .services
         .get(&service.key())
@@ -115,7 +124,8 @@ fn target_port(service: &Service, service_port: u16, w: &Workload) -> u16 {
     let from_service = || {
         service.ports.iter().find(|p| p.service_port == service_port).and_then(|p| p.target_port)
     };
-    from_workload.or_else(from_service).unwrap_or(service_port)
+    let tunnelled = || w.application_tunnel.is_some_and(|t| t.port.is_some());
+    from_workload.or_else(from_service).or_else(|| tunnelled().then_some(service_port))
 }
 
 /// How many of the leading `scopes` the two workloads share.
@@ -140,7 +150,8 @@ fn same_scope(scope: LocalityScope, a: &Workload, b: &Workload) -> bool {
 mod tests {
     use super::*;
     use crate::state::testutil::*;
-    use mesh_model::{LoadBalancing, Locality};
+    use mesh_model::{ApplicationTunnel, LoadBalancing, Locality};
+    use mesh_proto::workload as pb;
     use std::collections::BTreeMap;
 
     fn at(uid: &str, addr: &str, region: &str, zone: &str, node: &str) -> Workload {
@@ -256,11 +267,11 @@ mod tests {
         let source = workload("client", "10.0.1.1");
         let svc = service("svc", &[]);
         assert_eq!(s.pick_endpoint(&svc, 80, &source), None);
-        let mut hostname_only = endpoint_of("dns", "10.0.0.9", "svc", 80, None);
+        let mut hostname_only = endpoint_of("dns", "10.0.0.9", "svc", 80, Some(8080));
         hostname_only.addresses.clear();
         insert_workload(&mut s, hostname_only);
         assert_eq!(s.pick_endpoint(&svc, 80, &source), None, "no IP to dial");
-        insert_workload(&mut s, endpoint_of("w1", "10.0.0.1", "svc", 80, None));
+        insert_workload(&mut s, endpoint_of("w1", "10.0.0.1", "svc", 80, Some(8080)));
         let mut pt = svc.clone();
         pt.load_balancing = lb(LoadBalancingMode::Passthrough, HealthPolicy::OnlyHealthy);
         assert!(is_passthrough(&pt));
@@ -270,28 +281,51 @@ mod tests {
 
     #[test]
     fn target_port_resolution_order() {
+        // `ApplicationTunnelProtocol` is not exported by mesh-model; convert.
+        let tunnel: Option<ApplicationTunnel> = Workload::try_from(pb::Workload {
+            uid: "t".into(),
+            name: "t".into(),
+            namespace: "ns".into(),
+            application_tunnel: Some(pb::ApplicationTunnel { protocol: 1, port: 15088 }),
+            ..Default::default()
+        })
+        .unwrap()
+        .application_tunnel;
         let cases = [
-            ("workload's own target", Some(9000), Some(8080), 9000),
-            ("unresolved on workload: service target", None, Some(8080), 8080),
-            ("neither: service port", None, None, 80),
+            ("workload's own target", Some(9000), Some(8080), None, Some(9000)),
+            ("unresolved on workload: service target", None, Some(8080), None, Some(8080)),
+            ("neither, app tunnel: service port", None, None, tunnel, Some(80)),
+            ("neither: endpoint skipped", None, None, None, None),
         ];
-        for (name, on_workload, on_service, want) in cases {
+        for (name, on_workload, on_service, app_tunnel, want) in cases {
             let mut s = ProxyState::default();
-            insert_workload(&mut s, endpoint_of("w1", "10.0.0.1", "svc", 80, on_workload));
+            let mut w = endpoint_of("w1", "10.0.0.1", "svc", 80, on_workload);
+            w.application_tunnel = app_tunnel;
+            insert_workload(&mut s, w);
             let mut svc = service("svc", &[]);
             svc.ports = vec![port(80, on_service)];
-            let e = s.pick_endpoint(&svc, 80, &workload("c", "10.0.1.1")).unwrap();
-            assert_eq!(e.address, SocketAddr::new(ip("10.0.0.1"), want), "{name}");
+            let got = s.pick_endpoint(&svc, 80, &workload("c", "10.0.1.1")).map(|e| e.address);
+            assert_eq!(got, want.map(|p| SocketAddr::new(ip("10.0.0.1"), p)), "{name}");
         }
+    }
+
+    #[test]
+    fn undeclared_service_port_has_no_endpoint() {
+        let mut s = ProxyState::default();
+        insert_workload(&mut s, endpoint_of("w1", "10.0.0.1", "svc", 80, Some(8080)));
+        let svc = service("svc", &[]);
+        let source = workload("c", "10.0.1.1");
+        assert!(s.pick_endpoint(&svc, 80, &source).is_some());
+        assert_eq!(s.pick_endpoint(&svc, 81, &source), None);
     }
 
     #[test]
     fn round_robin_is_weighted_by_capacity() {
         let mut s = ProxyState::default();
-        let mut big = endpoint_of("big", "10.0.0.1", "svc", 80, None);
+        let mut big = endpoint_of("big", "10.0.0.1", "svc", 80, Some(8080));
         big.capacity = 3;
         insert_workload(&mut s, big);
-        insert_workload(&mut s, endpoint_of("small", "10.0.0.2", "svc", 80, None));
+        insert_workload(&mut s, endpoint_of("small", "10.0.0.2", "svc", 80, Some(8080)));
         let got = picks(&s, &service("svc", &[]), &workload("c", "10.0.1.1"), 8);
         assert_eq!(got, counts(&[("big", 6), ("small", 2)]));
     }

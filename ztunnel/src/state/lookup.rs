@@ -44,8 +44,9 @@ impl ProxyState {
         self.services.get(key).cloned()
     }
 
-    /// Classifies an original destination, services first (as upstream
-    /// ztunnel does: a VIP is never also a pod IP), then workloads.
+    /// Classifies an original destination: a service VIP first, then a
+    /// workload IP (the order of upstream ztunnel's `find_upstream`), else
+    /// unknown. The caller checks [`super::is_passthrough`] for services.
     pub fn resolve_destination(&self, network: &str, addr: SocketAddr) -> Destination {
         if let Some(service) = self.service_by_vip(network, addr.ip()) {
             return Destination::Service { service, port: addr.port() };
