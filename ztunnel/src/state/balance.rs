@@ -10,8 +10,10 @@ use mesh_model::{
 
 use super::ProxyState;
 
-/// A chosen backend: the workload and the address to dial (its IP and the
-/// resolved target port).
+/// A chosen backend: the workload and the address to dial (its first IP and
+/// the resolved target port). When `workload.network` differs from the
+/// source's network the IP is not directly reachable: the caller goes
+/// through `workload.network_gateway` (double HBONE), as upstream does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub workload: Arc<Workload>,
