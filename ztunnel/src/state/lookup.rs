@@ -1,0 +1,132 @@
+//! Address lookups and waypoint facts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mesh_model::{GatewayAddress, NamespacedHostname, Service, Workload};
+
+use super::ProxyState;
+
+/// Where a connection to an original destination address goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A service VIP; `port` is the service port dialled.
+    Service { service: Arc<Service>, port: u16 },
+    /// A workload addressed directly by one of its IPs.
+    Workload { workload: Arc<Workload> },
+    /// Outside the mesh: pass through to the original destination.
+    Unknown,
+}
+
+impl ProxyState {
+    pub fn workload_by_uid(&self, uid: &str) -> Option<Arc<Workload>> {
+        self.workloads.get(uid).cloned()
+    }
+
+    pub fn workload_by_ip(&self, network: &str, ip: IpAddr) -> Option<Arc<Workload>> {
+        let uid = self.workloads_by_ip.get(&(network.to_owned(), ip))?;
+        self.workloads.get(uid).cloned()
+    }
+
+    pub fn service_by_key(&self, key: &NamespacedHostname) -> Option<Arc<Service>> {
+        self.services.get(key).cloned()
+    }
+
+    /// The service with VIP `ip` on `network`: an exact VIP first, else the
+    /// first range VIP (a `NetworkAddress` with a length) containing it.
+    pub fn service_by_vip(&self, network: &str, ip: IpAddr) -> Option<Arc<Service>> {
+        let key = self.services_by_vip.get(&(network.to_owned(), ip)).or_else(|| {
+            self.service_ranges
+                .iter()
+                .find(|(n, range, _)| n == network && range.contains(&ip))
+                .map(|(_, _, key)| key)
+        })?;
+        self.services.get(key).cloned()
+    }
+
+    /// Classifies an original destination: a service VIP first, then a
+    /// workload IP (the order of upstream ztunnel's `find_upstream`), else
+    /// unknown. The caller checks [`super::is_passthrough`] for services.
+    pub fn resolve_destination(&self, network: &str, addr: SocketAddr) -> Destination {
+        if let Some(service) = self.service_by_vip(network, addr.ip()) {
+            return Destination::Service { service, port: addr.port() };
+        }
+        match self.workload_by_ip(network, addr.ip()) {
+            Some(workload) => Destination::Workload { workload },
+            None => Destination::Unknown,
+        }
+    }
+
+    /// The waypoint traffic to `destination` must go through, decided by
+    /// how it was addressed: a service's own waypoint for traffic to its VIP,
+    /// the workload's waypoint for traffic to a pod IP. `None` means direct.
+    pub fn waypoint_for(&self, destination: &Destination) -> Option<GatewayAddress> {
+        match destination {
+            Destination::Service { service, .. } => service.waypoint.clone(),
+            Destination::Workload { workload } => workload.waypoint.clone(),
+            Destination::Unknown => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::testutil::*;
+    use mesh_model::GatewayDestination;
+
+    fn waypoint(host: &str) -> GatewayAddress {
+        GatewayAddress {
+            destination: GatewayDestination::Hostname(NamespacedHostname {
+                namespace: "ns".into(),
+                hostname: host.into(),
+            }),
+            hbone_mtls_port: 15008,
+        }
+    }
+
+    fn state() -> ProxyState {
+        let mut s = ProxyState::default();
+        let mut w = workload("w1", "10.0.0.1");
+        w.waypoint = Some(waypoint("workload-wp"));
+        insert_workload(&mut s, w);
+        let mut svc = service("svc", &["10.96.0.1"]);
+        svc.waypoint = Some(waypoint("service-wp"));
+        insert_service(&mut s, svc);
+        s
+    }
+
+    #[test]
+    fn resolves_services_then_workloads_then_passthrough() {
+        let s = state();
+        let addr = |a: &str| SocketAddr::new(ip(a), 80);
+        assert!(matches!(
+            s.resolve_destination("", addr("10.96.0.1")),
+            Destination::Service { service, port: 80 } if service.name == "svc"
+        ));
+        assert!(matches!(
+            s.resolve_destination("", addr("10.0.0.1")),
+            Destination::Workload { workload } if workload.uid == "w1"
+        ));
+        assert_eq!(s.resolve_destination("", addr("1.1.1.1")), Destination::Unknown);
+        assert_eq!(s.resolve_destination("other-net", addr("10.0.0.1")), Destination::Unknown);
+    }
+
+    #[test]
+    fn waypoint_depends_on_how_the_destination_was_addressed() {
+        let s = state();
+        let cases = [
+            ("10.96.0.1", Some("service-wp")),
+            ("10.0.0.1", Some("workload-wp")),
+            ("1.1.1.1", None),
+        ];
+        for (addr, want) in cases {
+            let d = s.resolve_destination("", SocketAddr::new(ip(addr), 80));
+            let got = s.waypoint_for(&d).map(|g| match g.destination {
+                GatewayDestination::Hostname(h) => h.hostname,
+                GatewayDestination::Address(a) => a.to_string(),
+            });
+            assert_eq!(got.as_deref(), want, "{addr}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The proxy's view of the mesh: workloads, services and L4 policies, as
+//! pushed by istiod over delta xDS, with the indexes the data path needs.
+//!
+//! - [`ProxyState`] is a plain, synchronous store. Every update keeps the
+//!   indexes (by uid, by network address, by VIP, service endpoints, policy
+//!   scopes) consistent; see `store.rs`.
+//! - Lookups (`lookup.rs`), endpoint selection (`balance.rs`) and the
+//!   admin dump (`dump.rs`) only need `&ProxyState`.
+//! - [`StateHandle`] shares one store between the xDS handlers (writers) and
+//!   the proxies (readers): an `Arc<std::sync::RwLock<ProxyState>>`. Guards
+//!   are taken for one lookup or one xDS response and never held across an
+//!   `.await` (the store has no async API, so a guard cannot be held across
+//!   one by accident without the caller doing it explicitly). Writes are rare
+//!   and short (one xDS response), reads are many and short; an ArcSwap
+//!   snapshot would copy the whole store on every update, which a large mesh
+//!   with frequent endpoint churn cannot afford.
+
+mod balance;
+mod dump;
+mod lookup;
+mod store;
+#[cfg(test)]
+pub(crate) mod testutil;
+mod xds;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+
+use ipnet::IpNet;
+use mesh_model::{Authorization, NamespacedHostname, Service, Workload};
+
+pub use balance::{Endpoint, is_passthrough};
+pub use lookup::Destination;
+pub use xds::{AddressHandler, AuthorizationHandler};
+
+/// `(network, ip)`: how addresses are indexed ("" is the default network).
+type NetworkIp = (String, IpAddr);
+
+/// Everything the proxy knows about the mesh. See the module docs.
+#[derive(Debug, Default)]
+pub struct ProxyState {
+    workloads: HashMap<String, Arc<Workload>>,
+    workloads_by_ip: HashMap<NetworkIp, String>,
+    services: HashMap<NamespacedHostname, Arc<Service>>,
+    /// Single-address VIPs.
+    services_by_vip: HashMap<NetworkIp, NamespacedHostname>,
+    /// VIPs that are ranges (a `NetworkAddress` with a length); scanned
+    /// linearly after the exact index misses. Rare in practice.
+    service_ranges: Vec<(String, IpNet, NamespacedHostname)>,
+    /// Service key -> uids of the workloads that list it in `services`. Kept
+    /// even for services not (yet) known, as workloads may arrive first.
+    endpoints: HashMap<NamespacedHostname, BTreeSet<String>>,
+    policies: HashMap<String, Arc<Authorization>>,
+    /// Keys of GLOBAL-scope policies.
+    global_policies: BTreeSet<String>,
+    /// Namespace -> keys of NAMESPACE-scope policies.
+    namespace_policies: HashMap<String, BTreeSet<String>>,
+    /// Round-robin cursor shared by all services (interior mutability so
+    /// that picking works through a read guard).
+    round_robin: AtomicUsize,
+}
+
+/// Why an update was refused. The store is unchanged when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("resource name {name:?} does not match the resource's key {key:?}")]
+    NameMismatch { name: String, key: String },
+}
+
+/// A cloneable, shared handle on one [`ProxyState`]. See the module docs for
+/// the locking rules.
+#[derive(Debug, Clone, Default)]
+pub struct StateHandle {
+    inner: Arc<RwLock<ProxyState>>,
+}
+
+impl StateHandle {
+    pub fn new(state: ProxyState) -> Self {
+        Self { inner: Arc::new(RwLock::new(state)) }
+    }
+
+    /// A read guard for a short, synchronous look: do not hold it across an
+    /// `.await`. A writer that panicked cannot leave the indexes half
+    /// updated in a way readers can observe as unsafe, so poisoning is
+    /// ignored rather than propagated as a panic.
+    pub fn read(&self) -> RwLockReadGuard<'_, ProxyState> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` with exclusive access; used by the xDS handlers.
+    pub fn write<R>(&self, f: impl FnOnce(&mut ProxyState) -> R) -> R {
+        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
