@@ -167,6 +167,9 @@ async fn bad_requests_get_error_acks_and_the_connection_survives() {
         let stray = raw_request(&sock, &keep, &[file.as_fd()]).unwrap_err();
         assert!(stray.contains("takes none"), "{stray}");
 
+        let two = raw_request(&sock, &add, &[file.as_fd(), file.as_fd()]).unwrap_err();
+        assert!(two.contains("more than one file descriptor"), "{two}");
+
         let no_uid = Request::Keep { uid: String::new() }.encode();
         let empty = raw_request(&sock, &no_uid, &[]).unwrap_err();
         assert!(empty.contains("without a uid"), "{empty}");

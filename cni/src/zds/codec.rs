@@ -148,11 +148,105 @@ pub fn recv_packet<F: AsFd>(sock: &F) -> Result<Packet, ZdsError> {
         return Err(ZdsError::TooLarge { limit: MAX_PACKET });
     }
     if got.fds_truncated {
-        return Err(ZdsError::Malformed("too many file descriptors"));
+        return Err(ZdsError::Malformed("ancillary data cut short"));
     }
     if got.len == 0 && got.fds.is_empty() {
         return Err(ZdsError::Closed);
     }
     buf.truncate(got.len);
     Ok(Packet { bytes: buf, fds: got.fds })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let info =
+            WorkloadInfo { name: "p".into(), namespace: "ns".into(), service_account: "sa".into() };
+        for req in [
+            Request::Add { uid: "u".into(), info },
+            Request::Keep { uid: "u".into() },
+            Request::Del { uid: "u".into() },
+            Request::SnapshotSent,
+        ] {
+            assert_eq!(Request::decode(&req.encode()).unwrap(), req);
+        }
+    }
+
+    #[test]
+    fn del_uses_field_two_as_upstream() {
+        // DelWorkload.uid is field 2 (1 is reserved): payload field 2,
+        // length 3, then field 2 of DelWorkload, length 1, "u".
+        let bytes = Request::Del { uid: "u".into() }.encode();
+        assert_eq!(bytes, [0x12, 0x03, 0x12, 0x01, b'u']);
+    }
+
+    #[test]
+    fn add_without_workload_info_decodes_with_empty_info() {
+        let bytes = pb::WorkloadRequest {
+            payload: Some(pb::workload_request::Payload::Add(pb::AddWorkload {
+                uid: "u".into(),
+                workload_info: None,
+            })),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            Request::decode(&bytes).unwrap(),
+            Request::Add { uid: "u".into(), info: WorkloadInfo::default() }
+        );
+    }
+
+    #[test]
+    fn request_without_payload_is_rejected() {
+        let err = Request::decode(&[]).unwrap_err();
+        assert!(matches!(err, ZdsError::Malformed(m) if m.contains("without a payload")));
+    }
+
+    #[test]
+    fn request_without_uid_is_rejected() {
+        for req in [
+            Request::Add { uid: String::new(), info: WorkloadInfo::default() },
+            Request::Keep { uid: String::new() },
+            Request::Del { uid: String::new() },
+        ] {
+            let err = Request::decode(&req.encode()).unwrap_err();
+            assert!(matches!(err, ZdsError::Malformed(m) if m.contains("without a uid")), "{err}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(matches!(Request::decode(&[0xff, 0xff, 0xff]), Err(ZdsError::Decode(_))));
+        assert!(matches!(decode_hello(&[0xff]), Err(ZdsError::Decode(_))));
+        assert!(matches!(decode_ack(&[0xff]), Err(ZdsError::Decode(_))));
+    }
+
+    #[test]
+    fn hello_must_be_v1() {
+        decode_hello(&encode_hello()).unwrap();
+        let v0 = pb::ZdsHello { version: 0 }.encode_to_vec();
+        assert!(matches!(decode_hello(&v0), Err(ZdsError::Version(0))));
+        let v7 = pb::ZdsHello { version: 7 }.encode_to_vec();
+        assert!(matches!(decode_hello(&v7), Err(ZdsError::Version(7))));
+    }
+
+    #[test]
+    fn acks_round_trip_and_an_empty_error_is_never_sent() {
+        assert_eq!(decode_ack(&encode_ack(&Ok(()))).unwrap(), Ok(()));
+        assert_eq!(decode_ack(&encode_ack(&Err("no".into()))).unwrap(), Err("no".into()));
+        assert_eq!(
+            decode_ack(&encode_ack(&Err(String::new()))).unwrap(),
+            Err("unspecified error".into())
+        );
+    }
+
+    #[test]
+    fn response_without_ack_is_rejected() {
+        let bytes = pb::WorkloadResponse { payload: None }.encode_to_vec();
+        assert!(matches!(decode_ack(&bytes), Err(ZdsError::Malformed(_))));
+    }
 }

@@ -10,9 +10,11 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
-/// At most this many descriptors are accepted on one packet; more are closed
-/// and reported as truncated.
-pub const MAX_FDS: usize = 4;
+/// The kernel's limit on descriptors in one SCM_RIGHTS message
+/// (`SCM_MAX_FD`). The receive buffer has room for that many, so the
+/// ancillary data is never cut short and every received descriptor is
+/// adopted (and closed when dropped) rather than leaked.
+pub const SCM_MAX_FD: usize = 253;
 
 /// One received packet.
 #[derive(Debug)]
@@ -21,7 +23,8 @@ pub struct Received {
     pub len: usize,
     /// The packet did not fit in the buffer (the rest is lost).
     pub truncated: bool,
-    /// The ancillary data did not fit (some descriptors were lost).
+    /// The ancillary data did not fit (not expected for SCM_RIGHTS, see
+    /// [`SCM_MAX_FD`]; any descriptors in it were not adopted).
     pub fds_truncated: bool,
     pub fds: Vec<OwnedFd>,
 }
@@ -51,7 +54,7 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) 
 
 /// Receives one packet into `buf`, with any descriptors attached to it.
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
-    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut cmsg = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg =
         recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
