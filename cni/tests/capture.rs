@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use mesh_cni::{CaptureConfig, RuleSet, iptables, rules};
+use mesh_cni::{Backend, CaptureConfig, RuleSet, iptables, nftables, rules};
 use mesh_netns::socket::{PROXY_MARK, bind_reusable, original_destination, set_mark};
 use mesh_netns::{NodeSpec, PodHandle, PodSpec, Topology, require_root};
 
@@ -79,12 +79,10 @@ fn nothing_pending(listener: &TcpListener) -> bool {
 }
 
 #[test]
-fn rules_redirect_capture_and_remove_cleanly() {
-    let prefix = format!("cc{}", std::process::id() % 100_000);
+fn iptables_rules_redirect_capture_and_remove_cleanly() {
+    let prefix = format!("ci{}", std::process::id() % 100_000);
     let topology = topology(&prefix);
-    let client = topology.pod("default", "client").unwrap().clone();
-    let server = topology.pod("default", "server").unwrap().clone();
-    let client_ns = client.netns().unwrap();
+    let client_ns = topology.pod("default", "client").unwrap().netns().unwrap();
 
     let rules = RuleSet::new(&CaptureConfig::default());
     iptables::apply(&client_ns, &rules).unwrap();
@@ -92,10 +90,47 @@ fn rules_redirect_capture_and_remove_cleanly() {
     assert!(saved.contains("-A OUTPUT -j MESH_OUTPUT"), "{saved}");
     assert!(saved.contains("--to-ports 15001"), "{saved}");
     // Idempotent: applying again leaves the same rules (one jump each).
-    iptables::apply(&client_ns, &rules).unwrap();
+    Backend::Iptables.apply(&client_ns, &CaptureConfig::default()).unwrap();
     let again = iptables::save(&client_ns).unwrap();
     assert_eq!(again.matches("-A OUTPUT -j MESH_OUTPUT").count(), 3, "mangle, nat, raw: {again}");
     assert_eq!(again.matches("-A MESH_").count(), saved.matches("-A MESH_").count());
+
+    exercise(&topology, Backend::Iptables);
+
+    let saved = iptables::save(&client_ns).unwrap();
+    assert!(!rules::has_trace(&saved), "{saved}");
+    drop(topology);
+    assert!(Topology::leftovers(&prefix).is_empty());
+}
+
+#[test]
+fn nftables_rules_redirect_capture_and_remove_cleanly() {
+    let prefix = format!("cn{}", std::process::id() % 100_000);
+    let topology = topology(&prefix);
+    let client_ns = topology.pod("default", "client").unwrap().netns().unwrap();
+
+    Backend::Nftables.apply(&client_ns, &CaptureConfig::default()).unwrap();
+    // Atomic replace: applying again leaves one table with the same rules.
+    let saved = nftables::save(&client_ns).unwrap();
+    Backend::Nftables.apply(&client_ns, &CaptureConfig::default()).unwrap();
+    assert_eq!(nftables::save(&client_ns).unwrap(), saved);
+    assert!(nftables::has_trace(&saved), "{saved}");
+
+    exercise(&topology, Backend::Nftables);
+
+    let saved = nftables::save(&client_ns).unwrap();
+    assert!(!nftables::has_trace(&saved), "{saved}");
+    drop(topology);
+    assert!(Topology::leftovers(&prefix).is_empty());
+}
+
+/// With `backend`'s rules installed in the client pod: checks capture,
+/// bypass and exemptions, then removes the rules and checks direct traffic.
+fn exercise(topology: &Topology, backend: Backend) {
+    let client = topology.pod("default", "client").unwrap().clone();
+    let server = topology.pod("default", "server").unwrap().clone();
+    let client_ns = client.netns().unwrap();
+    assert!(backend.installed(&client_ns).unwrap());
 
     let outbound = listen(&client, 15001);
     let inbound = listen(&client, 15006);
@@ -126,10 +161,23 @@ fn rules_redirect_capture_and_remove_cleanly() {
     accept(&hbone).expect("15008 is not redirected");
     assert!(nothing_pending(&inbound));
 
-    // Removal restores direct traffic and leaves no trace.
-    iptables::remove(&client_ns).unwrap();
-    let saved = iptables::save(&client_ns).unwrap();
-    assert!(!rules::has_trace(&saved), "{saved}");
+    // DNS over UDP to any resolver lands on the DNS proxy's 15053.
+    let dns = client_ns
+        .run(|| {
+            let proxy = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 15053))?;
+            proxy.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let app = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            app.send_to(b"query", (server.ip, 53))?;
+            let mut buf = [0u8; 16];
+            let (n, _) = proxy.recv_from(&mut buf)?;
+            Ok::<_, std::io::Error>(buf[..n].to_vec())
+        })
+        .unwrap();
+    assert_eq!(dns.unwrap(), b"query");
+
+    // Removal restores direct traffic.
+    backend.remove(&client_ns).unwrap();
+    assert!(!backend.installed(&client_ns).unwrap());
     let _c = connect(&client, server_app, false).unwrap();
     accept(&app).expect("direct outbound after removal");
     assert!(nothing_pending(&outbound));
@@ -137,10 +185,7 @@ fn rules_redirect_capture_and_remove_cleanly() {
     accept(&app_in_client).expect("direct inbound after removal");
     assert!(nothing_pending(&inbound));
     // Removing twice is fine.
-    iptables::remove(&client_ns).unwrap();
-
-    drop(topology);
-    assert!(Topology::leftovers(&prefix).is_empty());
+    backend.remove(&client_ns).unwrap();
 }
 
 #[test]
