@@ -18,7 +18,7 @@ pub mod zds;
 use mesh_netns::Netns;
 
 pub use exec::CommandError;
-pub use rules::{CaptureConfig, RuleSet};
+pub use rules::{CaptureConfig, IpFamily, RuleSet};
 
 /// Which tool installs the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,7 +34,9 @@ impl Backend {
     /// Installs (or refreshes) the capture rules in `netns`. Idempotent.
     pub fn apply(self, netns: &Netns, cfg: &CaptureConfig) -> Result<(), CommandError> {
         match self {
-            Self::Iptables => iptables::apply(netns, &RuleSet::new(cfg)),
+            Self::Iptables => IpFamily::wanted(cfg)
+                .iter()
+                .try_for_each(|family| iptables::apply(netns, &RuleSet::for_family(cfg, *family))),
             Self::Nftables => nftables::apply(netns, cfg),
         }
     }
@@ -50,7 +52,7 @@ impl Backend {
     /// Whether any of our rules are installed in `netns`.
     pub fn installed(self, netns: &Netns) -> Result<bool, CommandError> {
         match self {
-            Self::Iptables => iptables::save(netns).map(|s| rules::has_trace(&s)),
+            Self::Iptables => iptables::installed(netns),
             Self::Nftables => nftables::save(netns).map(|s| nftables::has_trace(&s)),
         }
     }

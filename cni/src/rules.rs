@@ -7,7 +7,7 @@
 //! "delete the jumps, flush, delete the chains".
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Our chain on the PREROUTING hook of each table.
 pub const CHAIN_PREROUTING: &str = "MESH_PREROUTING";
@@ -39,6 +39,10 @@ pub struct CaptureConfig {
     /// The node SNATs kubelet's health probes to this address; they are let
     /// through unredirected.
     pub probe_source: Ipv4Addr,
+    /// The same for IPv6 probes.
+    pub probe_source_v6: Ipv6Addr,
+    /// Install the IPv6 rules too (ip6tables, or `ip6` rules in nftables).
+    pub ipv6: bool,
 }
 
 impl Default for CaptureConfig {
@@ -53,7 +57,49 @@ impl Default for CaptureConfig {
             conn_mark: 0x111,
             mark_mask: 0xfff,
             probe_source: Ipv4Addr::new(169, 254, 7, 127),
+            probe_source_v6: Ipv6Addr::new(
+                0xfd16, 0x9254, 0x7127, 0x1337, 0xffff, 0xffff, 0xffff, 0xffff,
+            ),
+            ipv6: true,
         }
+    }
+}
+
+/// Which address family a rule set is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    /// `iptables-save` or `ip6tables-save`.
+    pub fn save_tool(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables-save",
+            Self::V6 => "ip6tables-save",
+        }
+    }
+
+    /// `iptables-restore` or `ip6tables-restore`.
+    pub fn restore_tool(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables-restore",
+            Self::V6 => "ip6tables-restore",
+        }
+    }
+
+    /// The loopback address as a rule operand.
+    pub fn loopback(self) -> &'static str {
+        match self {
+            Self::V4 => "127.0.0.1/32",
+            Self::V6 => "::1/128",
+        }
+    }
+
+    /// The families `cfg` asks for.
+    pub fn wanted(cfg: &CaptureConfig) -> &'static [Self] {
+        if cfg.ipv6 { &[Self::V4, Self::V6] } else { &[Self::V4] }
     }
 }
 
@@ -67,17 +113,27 @@ pub struct TableRules {
     pub rules: Vec<String>,
 }
 
-/// The whole IPv4 rule set for one pod.
+/// One address family's rule set for one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSet {
+    pub family: IpFamily,
     pub tables: Vec<TableRules>,
 }
 
 impl RuleSet {
+    /// The IPv4 rule set.
     pub fn new(cfg: &CaptureConfig) -> Self {
+        Self::for_family(cfg, IpFamily::V4)
+    }
+
+    pub fn for_family(cfg: &CaptureConfig, family: IpFamily) -> Self {
         let proxy = format!("0x{:x}/0x{:x}", cfg.proxy_mark, cfg.mark_mask);
         let conn = format!("0x{:x}/0x{:x}", cfg.conn_mark, cfg.mark_mask);
-        let probe = format!("{}/32", cfg.probe_source);
+        let probe = match family {
+            IpFamily::V4 => format!("{}/32", cfg.probe_source),
+            IpFamily::V6 => format!("{}/128", cfg.probe_source_v6),
+        };
+        let lo = family.loopback();
         let both = vec![("PREROUTING", CHAIN_PREROUTING), ("OUTPUT", CHAIN_OUTPUT)];
 
         let mangle = TableRules {
@@ -100,7 +156,7 @@ impl RuleSet {
             // Inbound: everything but HBONE and localhost, not from the
             // proxy, goes to the plaintext inbound port.
             format!(
-                "{CHAIN_PREROUTING} ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport {} \
+                "{CHAIN_PREROUTING} ! -d {lo} -p tcp -m tcp ! --dport {} \
                  -m mark ! --mark {proxy} -j REDIRECT --to-ports {}",
                 cfg.inbound_hbone_port, cfg.inbound_plaintext_port
             ),
@@ -113,7 +169,7 @@ impl RuleSet {
                 cfg.dns_port
             ));
             nat_rules.push(format!(
-                "{CHAIN_OUTPUT} ! -d 127.0.0.1/32 -p tcp -m tcp --dport 53 \
+                "{CHAIN_OUTPUT} ! -d {lo} -p tcp -m tcp --dport 53 \
                  -m mark ! --mark {proxy} -j REDIRECT --to-ports {}",
                 cfg.dns_port
             ));
@@ -122,10 +178,10 @@ impl RuleSet {
             // Replies on connections the proxy accepted stay put.
             format!("{CHAIN_OUTPUT} -p tcp -m mark --mark {conn} -j ACCEPT"),
             // The pod calling itself by its own address.
-            format!("{CHAIN_OUTPUT} ! -d 127.0.0.1/32 -o lo -j ACCEPT"),
+            format!("{CHAIN_OUTPUT} ! -d {lo} -o lo -j ACCEPT"),
             // Outbound: all other TCP not from the proxy.
             format!(
-                "{CHAIN_OUTPUT} ! -d 127.0.0.1/32 -p tcp -m mark ! --mark {proxy} \
+                "{CHAIN_OUTPUT} ! -d {lo} -p tcp -m mark ! --mark {proxy} \
                  -j REDIRECT --to-ports {}",
                 cfg.outbound_port
             ),
@@ -151,7 +207,7 @@ impl RuleSet {
                 ],
             });
         }
-        Self { tables }
+        Self { family, tables }
     }
 
     /// `iptables-restore --noflush` input that (re)creates our chains with

@@ -58,6 +58,39 @@ COMMIT
 COMMIT
 ";
 
+const V6_GOLDEN: &str = "\
+*mangle
+:MESH_PREROUTING - [0:0]
+:MESH_OUTPUT - [0:0]
+-A PREROUTING -j MESH_PREROUTING
+-A OUTPUT -j MESH_OUTPUT
+-A MESH_PREROUTING -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff
+-A MESH_OUTPUT -m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff
+COMMIT
+*nat
+:MESH_PREROUTING - [0:0]
+:MESH_OUTPUT - [0:0]
+-A PREROUTING -j MESH_PREROUTING
+-A OUTPUT -j MESH_OUTPUT
+-A MESH_PREROUTING -s fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128 -p tcp -m tcp -j ACCEPT
+-A MESH_PREROUTING ! -d ::1/128 -p tcp -m tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006
+-A MESH_OUTPUT -d fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128 -p tcp -m tcp -j ACCEPT
+-A MESH_OUTPUT ! -o lo -p udp -m mark ! --mark 0x539/0xfff -m udp --dport 53 -j REDIRECT --to-ports 15053
+-A MESH_OUTPUT ! -d ::1/128 -p tcp -m tcp --dport 53 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15053
+-A MESH_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT
+-A MESH_OUTPUT ! -d ::1/128 -o lo -j ACCEPT
+-A MESH_OUTPUT ! -d ::1/128 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001
+COMMIT
+*raw
+:MESH_PREROUTING - [0:0]
+:MESH_OUTPUT - [0:0]
+-A PREROUTING -j MESH_PREROUTING
+-A OUTPUT -j MESH_OUTPUT
+-A MESH_OUTPUT -p udp -m mark --mark 0x539/0xfff -m udp --dport 53 -j CT --zone 1
+-A MESH_PREROUTING -p udp -m mark ! --mark 0x539/0xfff -m udp --sport 53 -j CT --zone 1
+COMMIT
+";
+
 /// What `iptables-save` prints for a namespace holding the no-DNS rules,
 /// plus a foreign chain and rule that must survive removal.
 const SAVED_WITH_RULES: &str = "\
@@ -100,6 +133,20 @@ COMMIT
 #[test]
 fn default_rules_render_as_golden() {
     assert_eq!(RuleSet::new(&CaptureConfig::default()).render_apply(""), DEFAULT_GOLDEN);
+}
+
+#[test]
+fn ipv6_rules_render_as_golden() {
+    let rules = RuleSet::for_family(&CaptureConfig::default(), IpFamily::V6);
+    assert_eq!(rules.family.restore_tool(), "ip6tables-restore");
+    assert_eq!(rules.render_apply(""), V6_GOLDEN);
+}
+
+#[test]
+fn families_follow_the_ipv6_switch() {
+    assert_eq!(IpFamily::wanted(&CaptureConfig::default()), [IpFamily::V4, IpFamily::V6]);
+    let v4_only = CaptureConfig { ipv6: false, ..CaptureConfig::default() };
+    assert_eq!(IpFamily::wanted(&v4_only), [IpFamily::V4]);
 }
 
 #[test]

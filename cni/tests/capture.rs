@@ -161,6 +161,27 @@ fn exercise(topology: &Topology, backend: Backend) {
     accept(&hbone).expect("15008 is not redirected");
     assert!(nothing_pending(&inbound));
 
+    // IPv6: the pod gets a ULA address; outbound to a neighbour in its
+    // subnet is redirected to [::1]:15001 with IPv6 original destination.
+    let status = std::process::Command::new("ip")
+        .args(["-n", &client.netns_name, "addr", "add", "fd00:10::2/64", "dev", "eth0", "nodad"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let outbound6 = client_ns.bind_tcp("[::1]:15001".parse().unwrap()).unwrap().unwrap();
+    outbound6.set_nonblocking(true).unwrap();
+    let v6_target: SocketAddr = "[fd00:10::99]:8080".parse().unwrap();
+    let _c = client_ns
+        .run(move || {
+            let mut stream = TcpStream::connect_timeout(&v6_target, Duration::from_secs(3))?;
+            stream.write_all(b"hello")?;
+            Ok::<_, std::io::Error>(stream)
+        })
+        .unwrap()
+        .unwrap();
+    let captured = accept(&outbound6).expect("IPv6 outbound captured on [::1]:15001");
+    assert_eq!(original_destination(&captured).unwrap(), v6_target);
+
     // DNS over UDP to any resolver lands on the DNS proxy's 15053.
     let dns = client_ns
         .run(|| {
