@@ -214,6 +214,22 @@ async fn unanswered_requests_time_out_and_break_the_client() {
 }
 
 #[tokio::test]
+async fn binding_replaces_a_stale_socket_but_never_another_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run/ztunnel/ztunnel.sock");
+    let (first, _events) = ZdsServer::bind(&path, 1).unwrap();
+    std::mem::forget(first); // a crashed proxy leaves its socket behind
+    let (_second, _events) = ZdsServer::bind(&path, 1).unwrap();
+    ZdsClient::connect(&path).await.unwrap();
+
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"keep me").unwrap();
+    let err = ZdsServer::bind(&file, 1).unwrap_err();
+    assert!(err.to_string().contains("not-a-socket"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+#[tokio::test]
 async fn connecting_to_nothing_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nobody.sock");

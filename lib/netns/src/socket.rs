@@ -74,12 +74,21 @@ impl Netns {
     }
 }
 
-/// A `SOCK_SEQPACKET` unix socket listening on `path` (a stale socket file
-/// left there by an earlier run is replaced).
+/// A `SOCK_SEQPACKET` unix socket listening on `path`. A stale socket left
+/// there by an earlier run is replaced; any other kind of file is an error
+/// (`AddrInUse`), never deleted. The parent directory is created if needed.
 pub fn seqpacket_listen(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+    use std::os::unix::fs::FileTypeExt as _;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "exists and is not a socket"));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
         Err(e) => return Err(e),
     }
     let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None)?;
