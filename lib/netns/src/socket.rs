@@ -19,24 +19,26 @@ pub const PROXY_MARK: u32 = 1337;
 
 /// Where a connection captured by a `REDIRECT` rule was going before the
 /// rule rewrote it (`SO_ORIGINAL_DST`, or `IP6T_SO_ORIGINAL_DST` for IPv6).
+/// A dual-stack socket that accepted IPv4 (a v4-mapped local address) was
+/// tracked as IPv4, so `SO_ORIGINAL_DST` applies to it.
 pub fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
-    match stream.local_addr()? {
-        SocketAddr::V4(_) => {
-            let raw = getsockopt(&stream.as_fd(), sockopt::OriginalDst).map_err(io::Error::from)?;
-            let ip = Ipv4Addr::from(u32::from_be(raw.sin_addr.s_addr));
-            Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(raw.sin_port))))
-        }
-        SocketAddr::V6(_) => {
-            let raw =
-                getsockopt(&stream.as_fd(), sockopt::Ip6tOriginalDst).map_err(io::Error::from)?;
-            let ip = Ipv6Addr::from(raw.sin6_addr.s6_addr);
-            Ok(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(raw.sin6_port),
-                raw.sin6_flowinfo,
-                raw.sin6_scope_id,
-            )))
-        }
+    let tracked_as_v4 = match stream.local_addr()? {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(local) => local.ip().to_ipv4_mapped().is_some(),
+    };
+    if tracked_as_v4 {
+        let raw = getsockopt(&stream.as_fd(), sockopt::OriginalDst).map_err(io::Error::from)?;
+        let ip = Ipv4Addr::from(u32::from_be(raw.sin_addr.s_addr));
+        Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(raw.sin_port))))
+    } else {
+        let raw = getsockopt(&stream.as_fd(), sockopt::Ip6tOriginalDst).map_err(io::Error::from)?;
+        let ip = Ipv6Addr::from(raw.sin6_addr.s6_addr);
+        Ok(SocketAddr::V6(SocketAddrV6::new(
+            ip,
+            u16::from_be(raw.sin6_port),
+            raw.sin6_flowinfo,
+            raw.sin6_scope_id,
+        )))
     }
 }
 
