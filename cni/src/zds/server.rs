@@ -68,7 +68,8 @@ pub struct ZdsServer {
 }
 
 impl ZdsServer {
-    /// Listens on `path` and returns the server and its stream of events.
+    /// Listens on `path` and returns the server and its stream of events;
+    /// at most `queue` events wait unconsumed before connections stall.
     pub fn bind(
         path: impl AsRef<Path>,
         queue: usize,
