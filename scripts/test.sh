@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/test-peers.sh   # idempotent: a few seconds once the peers are built
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Supply chain: bans (one version per crate, no OpenSSL), licences, sources.
+# Advisories need the RustSec database from GitHub, unreachable here.
+cargo deny --log-level error check bans licenses sources
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -1,7 +1,7 @@
 //! Entering network namespaces.
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns};
@@ -53,6 +53,18 @@ impl Netns {
         let file =
             File::open(&path).map_err(|source| NetnsError::Open { path: path.clone(), source })?;
         Ok(Self { file, path })
+    }
+
+    /// A namespace from an open descriptor, such as the one the CNI agent
+    /// passes over ZDS. Its path is only a label, `/proc/self/fd/<n>`.
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        Self { file: File::from(fd), path }
+    }
+
+    /// The open namespace file, to pass on (for example over ZDS).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// A namespace created with `ip netns add <name>`.
