@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use mesh_model::{GatewayAddress, NamespacedHostname, Service, Workload};
+use mesh_model::{GatewayAddress, Identity, NamespacedHostname, Service, Workload};
 
 use super::ProxyState;
 
@@ -21,6 +21,18 @@ pub enum Destination {
 impl ProxyState {
     pub fn workload_by_uid(&self, uid: &str) -> Option<Arc<Workload>> {
         self.workloads.get(uid).cloned()
+    }
+
+    /// Identities of the workloads backing the service `key` (for example
+    /// the pods of a waypoint).
+    pub fn endpoint_identities(&self, key: &NamespacedHostname) -> Vec<Identity> {
+        self.endpoints
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.workloads.get(uid))
+            .map(|w| w.identity.clone())
+            .collect()
     }
 
     pub fn workload_by_ip(&self, network: &str, ip: IpAddr) -> Option<Arc<Workload>> {

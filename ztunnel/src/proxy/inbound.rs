@@ -1,0 +1,185 @@
+//! The destination side of HBONE.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mesh_hbone::H2Stream;
+use mesh_hbone::server::{ConnectRequest, Inbound, Refusal};
+use mesh_model::{GatewayDestination, Identity, Workload};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::metrics::{ConnectionLabels, Reporter, SharedMetrics};
+use crate::policy::ConnectionInfo;
+use crate::state::StateHandle;
+
+/// Opens the connection to the application. In a pod this is a socket made
+/// in the pod's network namespace, marked to skip redirection and bound to
+/// the client's address (`IP_TRANSPARENT`) so the application sees the real
+/// source; tests connect plainly.
+pub trait Upstream: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    fn connect(
+        &self,
+        source: SocketAddr,
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// The verified peer of one mTLS connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub identity: Identity,
+    pub address: SocketAddr,
+}
+
+/// Serves the CONNECT streams of one accepted connection.
+pub struct InboundTunnels<U> {
+    state: StateHandle,
+    network: String,
+    peer: Peer,
+    upstream: Arc<U>,
+    metrics: SharedMetrics,
+}
+
+impl<U> std::fmt::Debug for InboundTunnels<U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundTunnels")
+            .field("peer", &self.peer)
+            .field("network", &self.network)
+            .finish()
+    }
+}
+
+impl<U: Upstream> InboundTunnels<U> {
+    pub fn new(
+        state: StateHandle,
+        network: impl Into<String>,
+        peer: Peer,
+        upstream: Arc<U>,
+        metrics: SharedMetrics,
+    ) -> Self {
+        Self { state, network: network.into(), peer, upstream, metrics }
+    }
+
+    /// Identities allowed to send traffic to a workload behind `waypoint`:
+    /// those of the waypoint's own workloads.
+    fn waypoint_identities(&self, waypoint: &GatewayDestination) -> Vec<Identity> {
+        let state = self.state.read();
+        match waypoint {
+            GatewayDestination::Address(address) => state
+                .workload_by_ip(&address.network, address.address)
+                .map(|w| vec![w.identity.clone()])
+                .unwrap_or_default(),
+            GatewayDestination::Hostname(host) => state.endpoint_identities(host),
+        }
+    }
+
+    /// Decides on one stream: the target must be a known workload; if it has
+    /// a waypoint only the waypoint may reach it; otherwise L4 policy applies.
+    fn admit(&self, target: SocketAddr) -> Result<(Arc<Workload>, Option<Arc<Workload>>), Refusal> {
+        let (destination, source) = {
+            let state = self.state.read();
+            let destination = state
+                .workload_by_ip(&self.network, target.ip())
+                .ok_or_else(|| Refusal::Unavailable(format!("no workload at {target}")))?;
+            (destination, state.workload_by_ip(&self.network, self.peer.address.ip()))
+        };
+        if let Some(waypoint) = &destination.waypoint {
+            let allowed = self.waypoint_identities(&waypoint.destination);
+            if allowed.contains(&self.peer.identity) {
+                return Ok((destination, source));
+            }
+            return Err(Refusal::Denied(format!(
+                "{} has a waypoint; {} must go through it",
+                destination.uid, self.peer.identity
+            )));
+        }
+        let decision = self.state.read().authorize(&ConnectionInfo {
+            source_identity: Some(&self.peer.identity),
+            source_ip: self.peer.address.ip(),
+            destination_ip: target.ip(),
+            destination_port: target.port(),
+            destination_workload: &destination,
+        });
+        if decision.allowed {
+            Ok((destination, source))
+        } else {
+            Err(Refusal::Denied(decision.reason.to_string()))
+        }
+    }
+}
+
+/// What `open` hands to `proxy`.
+#[derive(Debug)]
+pub struct OpenTunnel<S> {
+    upstream: S,
+    labels: ConnectionLabels,
+    target: SocketAddr,
+    started: Instant,
+}
+
+impl<U: Upstream> Inbound for InboundTunnels<U> {
+    type Upstream = OpenTunnel<U::Stream>;
+
+    async fn open(&self, request: ConnectRequest) -> Result<Self::Upstream, Refusal> {
+        let (destination, source) = self.admit(request.target).inspect_err(|refusal| {
+            tracing::info!(
+                target: "access",
+                direction = "inbound",
+                src.addr = %self.peer.address,
+                src.identity = %self.peer.identity,
+                dst.addr = %request.target,
+                error = %refusal,
+                "connection refused"
+            );
+        })?;
+        let client = SocketAddr::new(self.peer.address.ip(), 0);
+        let upstream =
+            self.upstream.connect(client, request.target).await.map_err(|e| {
+                Refusal::Unavailable(format!("connecting to {}: {e}", request.target))
+            })?;
+        let labels = ConnectionLabels::new(
+            Reporter::Destination,
+            source.as_deref(),
+            Some(&self.peer.identity),
+            &destination,
+        );
+        self.metrics.opened(&labels);
+        tracing::info!(
+            target: "access",
+            direction = "inbound",
+            src.addr = %self.peer.address,
+            src.identity = %self.peer.identity,
+            dst.addr = %request.target,
+            dst.workload = %destination.name,
+            dst.namespace = %destination.namespace,
+            "connection opened"
+        );
+        Ok(OpenTunnel { upstream, labels, target: request.target, started: Instant::now() })
+    }
+
+    async fn proxy(&self, mut open: Self::Upstream, mut tunnel: H2Stream) {
+        let result = tokio::io::copy_bidirectional(&mut tunnel, &mut open.upstream).await;
+        let (received, sent, error) = match result {
+            Ok((from_client, to_client)) => (from_client, to_client, None),
+            Err(e) => (0, 0, Some(e.to_string())),
+        };
+        self.metrics.closed(&open.labels, received, sent);
+        tracing::info!(
+            target: "access",
+            direction = "inbound",
+            src.addr = %self.peer.address,
+            src.identity = %self.peer.identity,
+            dst.addr = %open.target,
+            bytes_recv = received,
+            bytes_sent = sent,
+            duration_ms = u64::try_from(open.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error = error.as_deref().unwrap_or(""),
+            "connection complete"
+        );
+    }
+}
