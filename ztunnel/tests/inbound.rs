@@ -26,7 +26,7 @@ use mesh_proto::workload as pb;
 use mesh_test_support::{LeafSpec, TestCa};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use ztunnel::proxy::{InboundTunnels, Peer, TcpMetrics, Upstream};
 use ztunnel::state::StateHandle;
 
@@ -80,18 +80,7 @@ struct Node {
 }
 
 async fn echo() -> SocketAddr {
-    let listener = TcpListener::bind(SocketAddr::from((SERVER_IP, 0))).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
+    mesh_test_support::tcp_echo_server(SocketAddr::from((SERVER_IP, 0))).await.unwrap()
 }
 
 async fn node() -> Node {

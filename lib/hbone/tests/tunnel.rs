@@ -41,21 +41,8 @@ impl Inbound for ToTcp {
     }
 }
 
-/// Echoes until EOF, then closes its write side.
 async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
+    mesh_test_support::tcp_echo_server("127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
 fn hbone_server(settings: H2Settings) -> DuplexStream {

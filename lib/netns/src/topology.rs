@@ -96,6 +96,14 @@ fn ip(args: &[&str]) -> Result<(), TopologyError> {
     }
 }
 
+/// Creates `eth0` in `netns`, paired with `peer` in `peer_netns`.
+fn add_eth0(netns: &str, peer: &str, peer_netns: &str) -> Result<(), TopologyError> {
+    ip(&[
+        "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", peer, "netns",
+        peer_netns,
+    ])
+}
+
 fn sysctl(netns: &str, key: &str) -> Result<(), TopologyError> {
     ip(&["netns", "exec", netns, "sysctl", "-qw", &format!("{key}=1")])
 }
@@ -140,20 +148,7 @@ impl Topology {
             let netns = self.add_netns(format!("{}-node-{}", self.prefix, node.name))?;
             let node_ip = Ipv4Addr::new(172, 31, 0, 10 + index);
             let fabric_end = format!("f{i}");
-            ip(&[
-                "-n",
-                &netns,
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &fabric_end,
-                "netns",
-                &fabric,
-            ])?;
+            add_eth0(&netns, &fabric_end, &fabric)?;
             ip(&["-n", &fabric, "link", "set", &fabric_end, "master", "br0", "up"])?;
             ip(&["-n", &netns, "addr", "add", &format!("{node_ip}/24"), "dev", "eth0"])?;
             ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
@@ -199,20 +194,7 @@ impl Topology {
         let netns =
             self.add_netns(format!("{}-pod-{}-{}", self.prefix, spec.namespace, spec.name))?;
         let node_end = format!("p{host}");
-        ip(&[
-            "-n",
-            &netns,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &node_end,
-            "netns",
-            &node.netns_name,
-        ])?;
+        add_eth0(&netns, &node_end, &node.netns_name)?;
         ip(&["-n", &netns, "addr", "add", &format!("{pod_ip}/32"), "dev", "eth0"])?;
         ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &netns, "route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"])?;

@@ -10,12 +10,14 @@
 //! read; tests propagate it and fail. Nothing is skipped silently.
 #![forbid(unsafe_code)]
 
+mod echo;
 mod kube_harness;
 mod peers;
 mod pki;
 mod process;
 mod test_ca;
 
+pub use echo::tcp_echo_server;
 pub use kube_harness::{HarnessError, KubeHarness, crd_dir};
 pub use peers::{PEERS_DIR_ENV, PeerBinary, peers_dir};
 pub use test_ca::{IssuedLeaf, LeafSpec, TestCa};

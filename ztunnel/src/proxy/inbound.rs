@@ -118,24 +118,34 @@ impl<U: Upstream> InboundTunnels<U> {
 pub struct OpenTunnel<S> {
     upstream: S,
     labels: ConnectionLabels,
-    target: SocketAddr,
     started: Instant,
+    /// Carries the connection's addresses and identities for its log lines.
+    span: tracing::Span,
+}
+
+impl<U: Upstream> InboundTunnels<U> {
+    /// The access-log span of one stream: the fields every line repeats.
+    fn access_span(&self, target: SocketAddr) -> tracing::Span {
+        tracing::info_span!(
+            target: "access",
+            "inbound",
+            direction = "inbound",
+            src.addr = %self.peer.address,
+            src.identity = %self.peer.identity,
+            dst.addr = %target,
+            dst.workload = tracing::field::Empty,
+            dst.namespace = tracing::field::Empty,
+        )
+    }
 }
 
 impl<U: Upstream> Inbound for InboundTunnels<U> {
     type Upstream = OpenTunnel<U::Stream>;
 
     async fn open(&self, request: ConnectRequest) -> Result<Self::Upstream, Refusal> {
+        let span = self.access_span(request.target);
         let (destination, source) = self.admit(request.target).inspect_err(|refusal| {
-            tracing::info!(
-                target: "access",
-                direction = "inbound",
-                src.addr = %self.peer.address,
-                src.identity = %self.peer.identity,
-                dst.addr = %request.target,
-                error = %refusal,
-                "connection refused"
-            );
+            tracing::info!(target: "access", parent: &span, error = %refusal, "connection refused");
         })?;
         let client = SocketAddr::new(self.peer.address.ip(), 0);
         let upstream =
@@ -149,17 +159,10 @@ impl<U: Upstream> Inbound for InboundTunnels<U> {
             &destination,
         );
         self.metrics.opened(&labels);
-        tracing::info!(
-            target: "access",
-            direction = "inbound",
-            src.addr = %self.peer.address,
-            src.identity = %self.peer.identity,
-            dst.addr = %request.target,
-            dst.workload = %destination.name,
-            dst.namespace = %destination.namespace,
-            "connection opened"
-        );
-        Ok(OpenTunnel { upstream, labels, target: request.target, started: Instant::now() })
+        span.record("dst.workload", destination.name.as_str());
+        span.record("dst.namespace", destination.namespace.as_str());
+        tracing::info!(target: "access", parent: &span, "connection opened");
+        Ok(OpenTunnel { upstream, labels, started: Instant::now(), span })
     }
 
     async fn proxy(&self, mut open: Self::Upstream, mut tunnel: H2Stream) {
@@ -171,10 +174,7 @@ impl<U: Upstream> Inbound for InboundTunnels<U> {
         self.metrics.closed(&open.labels, received, sent);
         tracing::info!(
             target: "access",
-            direction = "inbound",
-            src.addr = %self.peer.address,
-            src.identity = %self.peer.identity,
-            dst.addr = %open.target,
+            parent: &open.span,
             bytes_recv = received,
             bytes_sent = sent,
             duration_ms = u64::try_from(open.started.elapsed().as_millis()).unwrap_or(u64::MAX),
