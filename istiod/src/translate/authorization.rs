@@ -160,8 +160,8 @@ fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Strin
             not_source_ips: ips(&s.not_ip_blocks)?,
             namespaces: strings(&s.namespaces),
             not_namespaces: strings(&s.not_namespaces),
-            service_accounts: service_accounts(&s.service_accounts, namespace),
-            not_service_accounts: service_accounts(&s.not_service_accounts, namespace),
+            service_accounts: service_accounts(&s.service_accounts, namespace)?,
+            not_service_accounts: service_accounts(&s.not_service_accounts, namespace)?,
             principals: principals(&s.principals),
             not_principals: principals(&s.not_principals),
             ..Default::default()
@@ -219,12 +219,15 @@ fn principals(values: &[String]) -> Vec<StringMatch> {
 }
 
 /// `ns/sa`, or a bare `sa` in the policy's namespace.
-fn service_accounts(values: &[String], namespace: &str) -> Vec<ServiceAccountMatch> {
+fn service_accounts(values: &[String], namespace: &str) -> Result<Vec<ServiceAccountMatch>, String> {
     values
         .iter()
         .map(|v| {
             let (ns, sa) = v.split_once('/').unwrap_or((namespace, v));
-            ServiceAccountMatch { namespace: ns.to_owned(), service_account: sa.to_owned() }
+            if ns.is_empty() || sa.is_empty() || sa.contains('/') {
+                return Err(format!("invalid service account {v:?}; the policy is ignored"));
+            }
+            Ok(ServiceAccountMatch { namespace: ns.to_owned(), service_account: sa.to_owned() })
         })
         .collect()
 }

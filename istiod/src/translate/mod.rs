@@ -36,6 +36,10 @@ pub mod workloads;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
+mod crd_tests;
+#[cfg(test)]
+mod enrolment_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
