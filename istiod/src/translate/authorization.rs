@@ -219,7 +219,10 @@ fn principals(values: &[String]) -> Vec<StringMatch> {
 }
 
 /// `ns/sa`, or a bare `sa` in the policy's namespace.
-fn service_accounts(values: &[String], namespace: &str) -> Result<Vec<ServiceAccountMatch>, String> {
+fn service_accounts(
+    values: &[String],
+    namespace: &str,
+) -> Result<Vec<ServiceAccountMatch>, String> {
     values
         .iter()
         .map(|v| {

@@ -28,7 +28,8 @@ fn parses_every_chart_example_of_the_translated_kinds() {
 
 #[test]
 fn example_fields_land_in_the_typed_specs() {
-    let snap = snapshot(include_str!("../../../helm/base/tests/examples/peerauthentication-strict.yaml"));
+    let snap =
+        snapshot(include_str!("../../../helm/base/tests/examples/peerauthentication-strict.yaml"));
     let pa = snap.peer_authentications.values().find(|p| p.name() == "legacy-metrics").unwrap();
     assert_eq!(pa.spec.mtls.as_ref().unwrap().mode, "STRICT");
     assert_eq!(pa.spec.port_level_mtls["9102"].mode, "PERMISSIVE");
@@ -40,7 +41,8 @@ fn example_fields_land_in_the_typed_specs() {
     assert_eq!(we.spec.ports["http"], 18080);
     assert_eq!(we.spec.weight, 10);
 
-    let snap = snapshot(include_str!("../../../helm/base/tests/examples/serviceentry-no-addresses.yaml"));
+    let snap =
+        snapshot(include_str!("../../../helm/base/tests/examples/serviceentry-no-addresses.yaml"));
     let se = snap.service_entries.values().find(|s| s.name() == "vm-backend").unwrap();
     assert_eq!(se.spec.ports[0].target_port, 18080);
     assert_eq!(se.spec.workload_selector.as_ref().unwrap().labels["app"], "backend-vm");

@@ -34,13 +34,15 @@ pub mod waypoint;
 pub mod workloads;
 
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
 mod crd_tests;
 #[cfg(test)]
 mod enrolment_tests;
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workloads_tests;
 
 use std::collections::BTreeMap;
 
