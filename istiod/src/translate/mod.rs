@@ -40,6 +40,8 @@ mod enrolment_tests;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
+mod services_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod workloads_tests;

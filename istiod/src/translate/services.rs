@@ -45,9 +45,12 @@ fn cluster_ips(svc: &KubeService) -> Option<Vec<IpAddr>> {
     if spec.type_.as_deref() == Some("ExternalName") {
         return None;
     }
-    let listed = spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.iter());
-    let mut ips: Vec<IpAddr> = listed.filter_map(|ip| ip.parse().ok()).collect();
-    ips.dedup();
+    // `clusterIPs` (dual stack) when set; its first entry is `clusterIP`.
+    let listed: Vec<&String> = match spec.cluster_ips.as_deref() {
+        Some(ips) if !ips.is_empty() => ips.iter().collect(),
+        _ => spec.cluster_ip.iter().collect(),
+    };
+    let ips: Vec<IpAddr> = listed.into_iter().filter_map(|ip| ip.parse().ok()).collect();
     (!ips.is_empty()).then_some(ips)
 }
 
