@@ -112,15 +112,20 @@ pub(crate) fn applies_to_selected_workloads(cfg: &Config, policy: &Authorization
 
 struct ConvertedRule {
     rule: Rule,
-    l7: Vec<&'static str>,
+    l7: Vec<String>,
 }
 
 fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, String> {
     let mut l7 = Vec::new();
     let mut clauses = Vec::new();
+    // An operation (or source) that only had L7 parts matches anything
+    // once they are removed, so its OR-ed clause is dropped (rule kept minus
+    // L7, the restrictive reading for DENY; ALLOW drops the whole rule).
+    let mut to_any = false;
     let mut to_matches = Vec::new();
     for to in &rule.to {
         let op = &to.operation;
+        let l7_before = l7.len();
         for (field, values) in [
             ("hosts", &op.hosts),
             ("notHosts", &op.not_hosts),
@@ -130,21 +135,25 @@ fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Strin
             ("notPaths", &op.not_paths),
         ] {
             if !values.is_empty() {
-                l7.push(field);
+                l7.push(field.to_owned());
             }
         }
-        to_matches.push(Match {
+        let m = Match {
             destination_ports: ports(&op.ports)?,
             not_destination_ports: ports(&op.not_ports)?,
             ..Default::default()
-        });
+        };
+        to_any |= l7.len() > l7_before && m == Match::default();
+        to_matches.push(m);
     }
-    if !to_matches.is_empty() {
+    if !to_matches.is_empty() && !to_any {
         clauses.push(Clause { matches: to_matches });
     }
+    let mut from_any = false;
     let mut from_matches = Vec::new();
     for from in &rule.from {
         let s = &from.source;
+        let l7_before = l7.len();
         for (field, values) in [
             ("requestPrincipals", &s.request_principals),
             ("notRequestPrincipals", &s.not_request_principals),
@@ -152,10 +161,10 @@ fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Strin
             ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
         ] {
             if !values.is_empty() {
-                l7.push(field);
+                l7.push(field.to_owned());
             }
         }
-        from_matches.push(Match {
+        let m = Match {
             source_ips: ips(&s.ip_blocks)?,
             not_source_ips: ips(&s.not_ip_blocks)?,
             namespaces: strings(&s.namespaces),
@@ -165,15 +174,18 @@ fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Strin
             principals: principals(&s.principals),
             not_principals: principals(&s.not_principals),
             ..Default::default()
-        });
+        };
+        from_any |= l7.len() > l7_before && m == Match::default();
+        from_matches.push(m);
     }
-    if !from_matches.is_empty() {
+    if !from_matches.is_empty() && !from_any {
         clauses.push(Clause { matches: from_matches });
     }
     for when in &rule.when {
         match when_match(when)? {
             Some(m) => clauses.push(Clause { matches: vec![m] }),
-            None => l7.push("when"),
+            // An L7 `when` is dropped from the rule (it would be AND-ed).
+            None => l7.push(format!("when {}", when.key)),
         }
     }
     Ok(ConvertedRule { rule: Rule { clauses }, l7 })

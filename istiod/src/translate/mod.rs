@@ -34,6 +34,8 @@ pub mod waypoint;
 pub mod workloads;
 
 #[cfg(test)]
+mod authorization_tests;
+#[cfg(test)]
 mod crd_tests;
 #[cfg(test)]
 mod enrolment_tests;
