@@ -42,6 +42,8 @@ mod enrolment_tests;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
+mod peer_authentication_tests;
+#[cfg(test)]
 mod services_tests;
 #[cfg(test)]
 mod tests;
