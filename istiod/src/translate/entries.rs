@@ -32,7 +32,7 @@ pub fn workload_entry_workload(cfg: &Config, snap: &Snapshot, we: &WorkloadEntry
     // Ports: the SE port's name looked up in the entry's port map, else the
     // SE's targetPort or number.
     for se in selecting_service_entries(snap, we.namespace(), Some(&labels)) {
-        for host in &se.spec.hosts {
+        for host in se.spec.hosts.iter().filter(|h| !h.is_empty()) {
             let ports = se.spec.ports.iter().filter_map(|p| entry_port(&we.spec, p)).collect();
             w.services.insert(format!("{}/{host}", se.namespace()), PortList { ports });
         }
@@ -56,7 +56,7 @@ pub fn service_entry_workloads(cfg: &Config, snap: &Snapshot, se: &ServiceEntry)
                 e.address
             );
             let mut w = entry_workload(cfg, snap, uid, se.namespace(), se.name(), e, &e.labels);
-            for host in &se.spec.hosts {
+            for host in se.spec.hosts.iter().filter(|h| !h.is_empty()) {
                 let ports = se.spec.ports.iter().filter_map(|p| entry_port(e, p)).collect();
                 w.services.insert(format!("{}/{host}", se.namespace()), PortList { ports });
             }
@@ -161,7 +161,7 @@ pub(crate) fn selected_by_service_entries(
     let mut out = HashMap::new();
     for se in selecting_service_entries(snap, namespace, labels) {
         let ports: Vec<Port> = se.spec.ports.iter().filter_map(|p| entry_port(&none, p)).collect();
-        for host in &se.spec.hosts {
+        for host in se.spec.hosts.iter().filter(|h| !h.is_empty()) {
             out.insert(format!("{}/{host}", se.namespace()), PortList { ports: ports.clone() });
         }
     }
