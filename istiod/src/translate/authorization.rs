@@ -14,6 +14,9 @@
 //!   is kept minus them; either way an `UnsupportedValue` condition.
 //! - A malformed IP block or port rejects the whole policy (nothing is
 //!   produced, and a condition says why).
+//! - `istio.io/dry-run: "true"` sets `dry_run` when
+//!   [`Config::dry_run_authorization`] is on; otherwise the policy is not
+//!   sent and gets a condition (as upstream without the feature flag).
 //! - Principals are sent without a `spiffe://` prefix (`td/ns/x/sa/y`), the
 //!   form users write and upstream sends; a prefixed value is stripped.
 
@@ -30,6 +33,7 @@ use super::status::{Condition, ObjectStatus, REASON_INVALID, REASON_UNSUPPORTED_
 use super::{Config, ip_bytes};
 
 pub const KIND: &str = "AuthorizationPolicy";
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
 
 const L4_WHEN_KEYS: [&str; 5] =
     ["source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port"];
@@ -50,6 +54,16 @@ pub fn convert_authorization_policy(
     }
     if namespace.is_empty() || name.is_empty() {
         return (None, None);
+    }
+    let dry_run = policy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DRY_RUN_ANNOTATION))
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if dry_run && !cfg.dry_run_authorization {
+        let msg = "dry-run policies are not enabled for ztunnel; the policy is not applied";
+        return (None, status(Condition::rejected(REASON_UNSUPPORTED_VALUE, msg)));
     }
     let action = match spec.action.as_str() {
         "" | "ALLOW" => Action::Allow,
@@ -84,6 +98,7 @@ pub fn convert_authorization_policy(
         scope: scope as i32,
         action: action as i32,
         rules,
+        dry_run,
         ..Default::default()
     };
     if l7.is_empty() {

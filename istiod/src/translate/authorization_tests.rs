@@ -328,3 +328,22 @@ spec:
     assert_eq!(c[3].matches[0].destination_ips[0].address.len(), 16);
     assert_eq!(c[4].matches[0].destination_ports, vec![80]);
 }
+
+#[test]
+fn dry_run_needs_the_feature() {
+    let yaml = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p, annotations: {istio.io/dry-run: 'true'}}
+spec: {action: DENY, rules: [{}]}
+";
+    let snap = snapshot(yaml);
+    let policy = snap.authorization_policies.values().next().unwrap();
+    let (a, s) = convert_authorization_policy(&cfg(), policy);
+    assert!(a.is_none());
+    assert_eq!(s.unwrap().conditions[0].reason, REASON_UNSUPPORTED_VALUE);
+
+    let enabled = super::Config { dry_run_authorization: true, ..cfg() };
+    let (a, s) = convert_authorization_policy(&enabled, policy);
+    assert!(a.unwrap().dry_run);
+    assert!(s.is_none());
+}

@@ -72,6 +72,10 @@ pub struct Config {
     pub network: String,
     /// Namespace whose namespace-wide policies apply mesh-wide.
     pub root_namespace: String,
+    /// Honour the `istio.io/dry-run` annotation on AuthorizationPolicies
+    /// (upstream `AMBIENT_ENABLE_DRY_RUN_AUTHORIZATION_POLICY`); when off,
+    /// a dry-run policy is not sent and gets a condition.
+    pub dry_run_authorization: bool,
 }
 
 impl Default for Config {
@@ -82,6 +86,7 @@ impl Default for Config {
             trust_domain: "cluster.local".to_owned(),
             network: String::new(),
             root_namespace: "istio-system".to_owned(),
+            dry_run_authorization: false,
         }
     }
 }

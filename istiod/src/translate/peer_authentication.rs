@@ -100,6 +100,13 @@ pub fn convert_peer_authentication(
             "portLevelMtls requires a selector and is ignored",
         ));
     }
+    if selector && namespace == cfg.root_namespace {
+        conditions.push(Condition::rejected(
+            REASON_UNSUPPORTED_VALUE,
+            "a selector policy in the root namespace is ignored",
+        ));
+        return (None, Some(ObjectStatus::new(KIND, namespace, name, conditions)));
+    }
     let base = match mode(pa.spec.mtls.as_ref()) {
         Mode::Strict => true,
         Mode::Permissive => false,

@@ -172,3 +172,15 @@ fn the_oldest_policy_of_a_level_wins() {
         Some("default/converted_peer_authentication_older".to_owned())
     );
 }
+
+#[test]
+fn selector_policies_in_the_root_namespace_are_ignored() {
+    let snap = snapshot(&pa(
+        "p",
+        "istio-system",
+        "  selector: {matchLabels: {app: a}}\n  mtls: {mode: STRICT}",
+    ));
+    let (a, s) = converted(&snap, "p");
+    assert!(a.is_none());
+    assert_eq!(s.unwrap().conditions[0].status, "False");
+}
