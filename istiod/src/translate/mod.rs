@@ -25,6 +25,7 @@
 
 pub mod authorization;
 pub mod crd;
+pub mod dependents;
 pub mod enrolment;
 pub mod entries;
 pub mod peer_authentication;
