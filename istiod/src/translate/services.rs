@@ -83,17 +83,31 @@ pub fn kube_service(cfg: &Config, snap: &Snapshot, svc: &KubeService) -> Option<
             })
         })
         .collect();
-    let distribution = svc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TRAFFIC_DISTRIBUTION_ANNOTATION))
-        .map(String::as_str)
-        .or(spec.traffic_distribution.as_deref());
-    let ip_families = match (ips.iter().any(IpAddr::is_ipv4), ips.iter().any(IpAddr::is_ipv6)) {
-        (true, true) => IpFamilies::Dual,
-        (false, true) => IpFamilies::Ipv6Only,
-        _ => IpFamilies::Ipv4Only,
+    let distribution = traffic_distribution(
+        svc.metadata.annotations.as_ref(),
+        spec.traffic_distribution.as_deref(),
+        snap.namespaces.get(namespace).and_then(|n| n.metadata.annotations.as_ref()),
+    );
+    let mut load_balancing = if spec.internal_traffic_policy.as_deref() == Some("Local") {
+        // Only endpoints on the caller's node.
+        Some(LoadBalancing {
+            routing_preference: vec![load_balancing::Scope::Node as i32],
+            mode: load_balancing::Mode::Strict as i32,
+            ..Default::default()
+        })
+    } else {
+        distribution.and_then(load_balancing_for)
+    };
+    if spec.publish_not_ready_addresses == Some(true) {
+        load_balancing.get_or_insert_with(LoadBalancing::default).health_policy =
+            load_balancing::HealthPolicy::AllowAll as i32;
+    }
+    let families = spec.ip_families.as_deref().unwrap_or_default();
+    let ip_families = match families {
+        [_, _] => IpFamilies::Dual,
+        [f] if f == "IPv6" => IpFamilies::Ipv6Only,
+        [_] => IpFamilies::Ipv4Only,
+        _ => IpFamilies::Automatic,
     };
     Some(Service {
         name: name.to_owned(),
@@ -114,20 +128,37 @@ pub fn kube_service(cfg: &Config, snap: &Snapshot, svc: &KubeService) -> Option<
             svc.metadata.labels.as_ref(),
             snap.namespace_labels(namespace),
         ),
-        load_balancing: distribution.and_then(load_balancing_for),
+        load_balancing,
         ip_families: ip_families as i32,
+        // A Kubernetes Service is canonical for its hostname.
+        canonical: true,
         ..Default::default()
     })
 }
 
-/// `PreferClose` (and its newer spellings) -> locality failover over
-/// network, region, zone, subzone, as upstream; `PreferSameNode` adds node.
+/// The traffic distribution of a Service: its
+/// `networking.istio.io/traffic-distribution` annotation, else
+/// `spec.trafficDistribution`, else the namespace's annotation.
+pub fn traffic_distribution<'a>(
+    annotations: Option<&'a std::collections::BTreeMap<String, String>>,
+    spec: Option<&'a str>,
+    namespace_annotations: Option<&'a std::collections::BTreeMap<String, String>>,
+) -> Option<&'a str> {
+    let annotated = |a: Option<&'a std::collections::BTreeMap<String, String>>| {
+        a.and_then(|a| a.get(TRAFFIC_DISTRIBUTION_ANNOTATION)).map(String::as_str)
+    };
+    annotated(annotations).or(spec).or_else(|| annotated(namespace_annotations))
+}
+
+/// Locality failover, as upstream today: `PreferClose` (the deprecated
+/// name of `PreferSameZone`) and `PreferSameZone` prefer network, region,
+/// zone; `PreferSameNode` adds subzone and node. Other values: none.
 pub fn load_balancing_for(distribution: &str) -> Option<LoadBalancing> {
     use load_balancing::Scope;
-    let mut scopes = vec![Scope::Network, Scope::Region, Scope::Zone, Scope::Subzone];
+    let mut scopes = vec![Scope::Network, Scope::Region, Scope::Zone];
     match distribution {
         "PreferClose" | "PreferSameZone" => {}
-        "PreferSameNode" => scopes.push(Scope::Node),
+        "PreferSameNode" => scopes.extend([Scope::Subzone, Scope::Node]),
         _ => return None,
     }
     Some(LoadBalancing {
@@ -247,10 +278,29 @@ pub fn service_entry_services(
         .filter(|p| p.number > 0 && p.number <= 65535)
         .map(|p| Port {
             service_port: p.number,
-            target_port: if p.target_port <= 65535 { p.target_port } else { 0 },
+            target_port: match p.target_port {
+                0 => p.number,
+                t if t <= 65535 => t,
+                _ => 0,
+            },
             app_protocol: app_protocol(Some(&p.protocol), Some(&p.name)) as i32,
         })
         .collect();
+    let load_balancing = if se.spec.resolution.is_empty() || se.spec.resolution == "NONE" {
+        // Traffic goes to the address the client asked for.
+        Some(LoadBalancing {
+            mode: load_balancing::Mode::Passthrough as i32,
+            health_policy: load_balancing::HealthPolicy::AllowAll as i32,
+            ..Default::default()
+        })
+    } else {
+        traffic_distribution(
+            se.metadata.annotations.as_ref(),
+            None,
+            snap.namespaces.get(namespace).and_then(|n| n.metadata.annotations.as_ref()),
+        )
+        .and_then(load_balancing_for)
+    };
     let wp = waypoint::waypoint_for(
         cfg,
         namespace,
@@ -270,6 +320,7 @@ pub fn service_entry_services(
             ports: ports.clone(),
             subject_alt_names: se.spec.subject_alt_names.clone(),
             waypoint: wp.clone(),
+            load_balancing: load_balancing.clone(),
             ..Default::default()
         })
         .collect();

@@ -24,6 +24,7 @@ metadata:
 spec:
   clusterIP: 10.96.0.10
   clusterIPs: [10.96.0.10, fd00::10]
+  ipFamilies: [IPv4, IPv6]
   selector: {app: web}
   trafficDistribution: PreferClose
   ports:
@@ -58,6 +59,7 @@ fn kube_service_fields() {
         ]
     );
     assert!(s.waypoint.is_some());
+    assert!(s.canonical);
     use load_balancing::Scope;
     assert_eq!(
         s.load_balancing,
@@ -66,7 +68,6 @@ fn kube_service_fields() {
                 Scope::Network as i32,
                 Scope::Region as i32,
                 Scope::Zone as i32,
-                Scope::Subzone as i32
             ],
             mode: load_balancing::Mode::Failover as i32,
             ..Default::default()
@@ -119,11 +120,31 @@ fn service_entry_without_addresses_has_no_vip() {
     let ext = s.iter().find(|s| s.name == "external-api").unwrap();
     assert_eq!(ext.hostname, "api.example.com");
     assert!(ext.addresses.is_empty());
+    // resolution DNS: no passthrough.
+    assert!(ext.load_balancing.is_none());
     assert_eq!(ext.ports[0].service_port, 443);
     assert_eq!(ext.ports[0].app_protocol, AppProtocol::Tls as i32);
     let vm = s.iter().find(|s| s.name == "vm-backend").unwrap();
     assert_eq!(vm.addresses[0].address, vec![240, 240, 0, 10]);
     assert_eq!((vm.ports[0].service_port, vm.ports[0].target_port), (8080, 18080));
+}
+
+#[test]
+fn resolution_none_is_passthrough_and_target_defaults_to_number() {
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: pt, namespace: default}
+spec:
+  hosts: [pt.example.com]
+  addresses: [10.2.0.0/16]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+";
+    let (s, _) = services(yaml);
+    let lb = s[0].load_balancing.clone().unwrap();
+    assert_eq!(lb.mode, load_balancing::Mode::Passthrough as i32);
+    assert_eq!(lb.health_policy, load_balancing::HealthPolicy::AllowAll as i32);
+    assert_eq!((s[0].ports[0].service_port, s[0].ports[0].target_port), (443, 443));
 }
 
 #[test]
@@ -204,4 +225,33 @@ fn service_entry_workload_selector_selects_pods() {
     let p = w.iter().find(|w| w.name == "vm-like").unwrap();
     let ports = &p.services["default/backend.vm.internal"].ports;
     assert_eq!((ports[0].service_port, ports[0].target_port), (8080, 18080));
+}
+
+#[test]
+fn internal_traffic_policy_publish_not_ready_and_namespace_distribution() {
+    use load_balancing::{HealthPolicy, Mode, Scope};
+    let local = WEB.replace(
+        "  trafficDistribution: PreferClose\n",
+        "  internalTrafficPolicy: Local\n  publishNotReadyAddresses: true\n",
+    );
+    let lb = services(&local).0[0].load_balancing.clone().unwrap();
+    assert_eq!(lb.routing_preference, vec![Scope::Node as i32]);
+    assert_eq!(lb.mode, Mode::Strict as i32);
+    assert_eq!(lb.health_policy, HealthPolicy::AllowAll as i32);
+
+    let from_ns = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: default, annotations: {{networking.istio.io/traffic-distribution: PreferSameNode}}}}\n---\n{}",
+        WEB.replace("  trafficDistribution: PreferClose\n", "")
+    );
+    let lb = services(&from_ns).0[0].load_balancing.clone().unwrap();
+    assert_eq!(lb.routing_preference.last(), Some(&(Scope::Node as i32)));
+    assert_eq!(lb.routing_preference.len(), 5);
+}
+
+#[test]
+fn single_stack_and_unset_ip_families() {
+    let v6 = WEB.replace("  ipFamilies: [IPv4, IPv6]\n", "  ipFamilies: [IPv6]\n");
+    assert_eq!(services(&v6).0[0].ip_families, IpFamilies::Ipv6Only as i32);
+    let unset = WEB.replace("  ipFamilies: [IPv4, IPv6]\n", "");
+    assert_eq!(services(&unset).0[0].ip_families, IpFamilies::Automatic as i32);
 }
