@@ -8,14 +8,18 @@ use mesh_proto::workload::{Locality, Port, PortList, TunnelProtocol, Workload, W
 
 use super::crd::{ServiceEntry, ServiceEntryPort, WorkloadEntry, WorkloadEntrySpec};
 use super::enrolment::DATAPLANE_MODE_LABEL;
+
+/// `networking.istio.io/tunnel: http` marks an entry that speaks HBONE.
+pub const TUNNEL_LABEL: &str = "networking.istio.io/tunnel";
 use super::services::namespace_label;
 use super::workloads::{canonical_names, policies_for};
 use super::{Config, Snapshot, ip_bytes, label, selector_matches, waypoint};
 
 /// The workload of a WorkloadEntry, uid
 /// `<cluster>/networking.istio.io/WorkloadEntry/<ns>/<name>`. Its labels are
-/// the spec's labels over the metadata's. It speaks HBONE when it (or its
-/// namespace) has `istio.io/dataplane-mode=ambient`.
+/// the spec's labels over the metadata's. It speaks HBONE when labelled
+/// `networking.istio.io/tunnel: http`, or when it (or its namespace) has
+/// `istio.io/dataplane-mode=ambient`.
 ///
 /// Reads: the WorkloadEntry, its Namespace, the ServiceEntries selecting
 /// it, and the policies in scope.
@@ -94,7 +98,8 @@ fn entry_workload(
     };
     let mode = label(Some(labels), DATAPLANE_MODE_LABEL)
         .or_else(|| namespace_label(snap, namespace, DATAPLANE_MODE_LABEL));
-    let tunnel = if mode == Some("ambient") { TunnelProtocol::Hbone } else { TunnelProtocol::None };
+    let hbone = mode == Some("ambient") || label(Some(labels), TUNNEL_LABEL) == Some("http");
+    let tunnel = if hbone { TunnelProtocol::Hbone } else { TunnelProtocol::None };
     let (canonical_name, canonical_revision) = canonical_names(Some(labels), name);
     let mut locality = spec.locality.splitn(3, '/').map(str::to_owned);
     let locality = Locality {

@@ -255,3 +255,26 @@ fn single_stack_and_unset_ip_families() {
     let unset = WEB.replace("  ipFamilies: [IPv4, IPv6]\n", "");
     assert_eq!(services(&unset).0[0].ip_families, IpFamilies::Automatic as i32);
 }
+
+#[test]
+fn workload_entry_tunnel_label() {
+    let yaml = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: plain}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: hbone, namespace: plain, labels: {networking.istio.io/tunnel: http}}
+spec: {address: 10.0.0.1}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: plaintext, namespace: plain}
+spec: {address: 10.0.0.2}
+";
+    let w = all_workloads(&cfg(), &snapshot(yaml));
+    let tunnel = |n: &str| w.iter().find(|w| w.name == n).unwrap().tunnel_protocol;
+    assert_eq!(tunnel("hbone"), TunnelProtocol::Hbone as i32);
+    assert_eq!(tunnel("plaintext"), TunnelProtocol::None as i32);
+}

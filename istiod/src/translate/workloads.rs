@@ -20,6 +20,7 @@ pub const CANONICAL_REVISION_LABEL: &str = "service.istio.io/canonical-revision"
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
+pub const NETWORK_LABEL: &str = "topology.istio.io/network";
 
 /// Every workload of the snapshot: enrolled pods, WorkloadEntries, then
 /// ServiceEntry endpoints.
@@ -61,7 +62,10 @@ pub fn pod_workload(cfg: &Config, snap: &Snapshot, pod: &Pod) -> Option<Workload
         name: name.to_owned(),
         namespace: namespace.to_owned(),
         addresses: pod_ips(pod).into_iter().map(ip_bytes).collect(),
-        network: cfg.network.clone(),
+        network: label(labels, NETWORK_LABEL)
+            .or_else(|| label(snap.namespace_labels(namespace), NETWORK_LABEL))
+            .unwrap_or(&cfg.network)
+            .to_owned(),
         tunnel_protocol: TunnelProtocol::Hbone as i32,
         trust_domain: cfg.trust_domain.clone(),
         service_account,

@@ -237,3 +237,14 @@ fn skipped_pods_produce_no_workload() {
     assert!(workloads(&no_ip).is_empty());
     assert!(workloads(&pod("p", "istio.io/dataplane-mode: none", "10.0.0.1")).is_empty());
 }
+
+#[test]
+fn network_from_pod_or_namespace_label() {
+    assert_eq!(one(&pod("p", "topology.istio.io/network: net-b", "10.0.0.1")).network, "net-b");
+    let snap = snapshot(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: default, labels: {{istio.io/dataplane-mode: ambient, topology.istio.io/network: net-ns}}}}\n---\n{}",
+        pod("p", "", "10.0.0.1")
+    ));
+    assert_eq!(all_workloads(&cfg(), &snap)[0].network, "net-ns");
+    assert_eq!(one(&pod("p", "", "10.0.0.1")).network, "");
+}
