@@ -178,6 +178,11 @@ fn waypoint_precedence() {
             hostname_waypoint("infra", "shared"),
         ),
         ("", "", None),
+        (
+            "istio.io/use-waypoint: ns-wp",
+            "gateway.istio.io/managed: istio.io-mesh-controller",
+            None,
+        ),
     ];
     for (ns_labels, pod_labels, want) in cases {
         let snap = snapshot(&format!("{}---\n{}", ns(ns_labels), pod("p", pod_labels, "10.0.0.1")));
