@@ -19,6 +19,9 @@
 //! | AuthorizationPolicy | that Authorization ([`authorization::convert_authorization_policy`]); with a selector, the Workloads in its namespace |
 //! | PeerAuthentication | its converted Authorization ([`peer_authentication::convert_peer_authentication`]) and the converted ones of selector policies in the same namespace (or in every namespace, for the root namespace); Workloads in scope |
 //!
+//! [`dependents`] answers "which workloads does this change touch" for each
+//! input kind, from the same snapshot.
+//!
 //! EndpointSlices are held in the snapshot but not read: service membership
 //! comes from selectors, which is what ztunnel needs (one `services` map entry
 //! per workload), and services without selectors are not yet supported.
