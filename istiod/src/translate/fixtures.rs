@@ -33,6 +33,7 @@ pub(super) fn add(snap: &mut Snapshot, yaml: &str) {
             "Node" => snap.add_node(serde_json::from_value(value).expect(&ctx)),
             "Pod" => snap.add_pod(serde_json::from_value(value).expect(&ctx)),
             "Service" => snap.add_service(serde_json::from_value(value).expect(&ctx)),
+            "EndpointSlice" => snap.add_endpoint_slice(serde_json::from_value(value).expect(&ctx)),
             "AuthorizationPolicy" => {
                 snap.add_authorization_policy(serde_json::from_value(value).expect(&ctx))
             }

@@ -13,22 +13,24 @@
 //! | Pod | its Workload ([`workloads::pod_workload`]); none of the Services (they are selector-based and carry no endpoints) |
 //! | Namespace labels | Workloads of its pods (enrolment, waypoint), its Services (waypoint) |
 //! | Node labels | Workloads of the pods on it (locality) |
-//! | Service | that Service ([`services::kube_service`]) and the Workloads of the pods its selector matches (`services` map) |
+//! | Service | that Service ([`services::kube_service`]), the Workloads of the pods its selector matches (`services` map), and its EndpointSlice workloads |
 //! | ServiceEntry | its Services and endpoint Workloads ([`services::service_entry_services`], [`workloads::service_entry_workloads`]) and the Workloads it selects |
 //! | WorkloadEntry | its Workload ([`workloads::workload_entry_workload`]) |
 //! | AuthorizationPolicy | that Authorization ([`authorization::convert_authorization_policy`]); with a selector, the Workloads in its namespace |
 //! | PeerAuthentication | its converted Authorization ([`peer_authentication::convert_peer_authentication`]) and the converted ones of selector policies in the same namespace (or in every namespace, for the root namespace); Workloads in scope |
+//! | EndpointSlice | its workloads, for Services without a selector ([`endpoint_slices::endpoint_slice_workloads`]) |
 //!
 //! [`dependents`] answers "which workloads does this change touch" for each
 //! input kind, from the same snapshot.
 //!
-//! EndpointSlices are held in the snapshot but not read: service membership
-//! comes from selectors, which is what ztunnel needs (one `services` map entry
-//! per workload), and services without selectors are not yet supported.
+//! Service membership of pods comes from selectors, not EndpointSlices (the
+//! pod has more information); EndpointSlices only contribute the hand-made
+//! endpoints of selectorless Services.
 
 pub mod authorization;
 pub mod crd;
 pub mod dependents;
+pub mod endpoint_slices;
 pub mod enrolment;
 pub mod entries;
 pub mod peer_authentication;
@@ -153,6 +155,9 @@ impl Snapshot {
     }
     pub fn add_service_entry(&mut self, se: ServiceEntry) {
         self.service_entries.insert(key_of(&se.metadata), se);
+    }
+    pub fn add_endpoint_slice(&mut self, slice: EndpointSlice) {
+        self.endpoint_slices.insert(key_of(&slice.metadata), slice);
     }
     pub fn add_workload_entry(&mut self, we: WorkloadEntry) {
         self.workload_entries.insert(key_of(&we.metadata), we);

@@ -20,6 +20,18 @@ spec:
   trafficDistribution: PreferClose
   ports: [{name: http, port: 9080, targetPort: http-web}, {name: grpc, port: 9090}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: external-db, namespace: default}
+spec: {clusterIP: 10.96.0.30, ports: [{name: sql, port: 5432}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: external-db-1, namespace: default, labels: {kubernetes.io/service-name: external-db}}
+addressType: IPv4
+ports: [{name: sql, port: 5432}]
+endpoints: [{addresses: [192.168.50.1]}]
+---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: mesh-deny, namespace: istio-system}
@@ -72,10 +84,10 @@ fn everything_emitted_passes_the_proxies_validation() {
         .iter()
         .filter(|a| matches!(a.r#type, Some(mesh_proto::workload::address::Type::Workload(_))))
         .count();
-    // 3 pods, 1 WorkloadEntry.
-    assert_eq!(workloads, 4);
-    // reviews, external-api, vm-backend.
-    assert_eq!(out.addresses.len() - workloads, 3);
+    // 3 pods, 1 WorkloadEntry, 1 EndpointSlice endpoint.
+    assert_eq!(workloads, 5);
+    // reviews, external-db, external-api, vm-backend.
+    assert_eq!(out.addresses.len() - workloads, 4);
     let policy_names: BTreeSet<_> =
         out.authorizations.iter().map(|a| format!("{}/{}", a.namespace, a.name)).collect();
     for want in [

@@ -22,14 +22,17 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";
 
-/// Every workload of the snapshot: enrolled pods, WorkloadEntries, then
-/// ServiceEntry endpoints.
+/// Every workload of the snapshot: enrolled pods, WorkloadEntries,
+/// ServiceEntry endpoints, then hand-made EndpointSlice endpoints.
 pub fn all_workloads(cfg: &Config, snap: &Snapshot) -> Vec<Workload> {
     let mut out: Vec<Workload> =
         snap.pods.values().filter_map(|p| pod_workload(cfg, snap, p)).collect();
     out.extend(snap.workload_entries.values().map(|we| workload_entry_workload(cfg, snap, we)));
     for se in snap.service_entries.values() {
         out.extend(service_entry_workloads(cfg, snap, se));
+    }
+    for slice in snap.endpoint_slices.values() {
+        out.extend(super::endpoint_slices::endpoint_slice_workloads(cfg, snap, slice));
     }
     out
 }
