@@ -82,6 +82,11 @@ pub struct Config {
     /// (upstream `AMBIENT_ENABLE_DRY_RUN_AUTHORIZATION_POLICY`); when off,
     /// a dry-run policy is not sent and gets a condition.
     pub dry_run_authorization: bool,
+    /// Also send running pods that are not enrolled (no label, `none`, or a
+    /// sidecar) as plaintext (`TunnelProtocol::NONE`) workloads, as upstream
+    /// does so ztunnel can reach out-of-mesh endpoints of a Service. Off by
+    /// default: only enrolled pods become workloads.
+    pub include_unenrolled_pods: bool,
 }
 
 impl Default for Config {
@@ -93,6 +98,7 @@ impl Default for Config {
             network: String::new(),
             root_namespace: "istio-system".to_owned(),
             dry_run_authorization: false,
+            include_unenrolled_pods: false,
         }
     }
 }

@@ -37,7 +37,8 @@ pub fn all_workloads(cfg: &Config, snap: &Snapshot) -> Vec<Workload> {
     out
 }
 
-/// The workload of one pod, or `None` when the pod is not enrolled.
+/// The workload of one pod, or `None` when the pod is not enrolled (see
+/// [`Config::include_unenrolled_pods`] for sending the others too).
 ///
 /// Reads: the pod, its Namespace (enrolment, waypoint), its Node
 /// (locality), the Services and ServiceEntries selecting it, and the
@@ -48,9 +49,15 @@ pub fn pod_workload(cfg: &Config, snap: &Snapshot, pod: &Pod) -> Option<Workload
     if name.is_empty() || namespace.is_empty() {
         return None;
     }
-    if enrolment(snap.namespaces.get(namespace), pod) != Enrolment::Enrolled {
-        return None;
-    }
+    let tunnel = match enrolment(snap.namespaces.get(namespace), pod) {
+        Enrolment::Enrolled => TunnelProtocol::Hbone,
+        Enrolment::NotRequested | Enrolment::OptedOut | Enrolment::Sidecar
+            if cfg.include_unenrolled_pods =>
+        {
+            TunnelProtocol::None
+        }
+        _ => return None,
+    };
     let labels = pod.metadata.labels.as_ref();
     let (workload_name, workload_type) = workload_name_and_type(name, pod);
     let (canonical_name, canonical_revision) = canonical_names(labels, &workload_name);
@@ -69,7 +76,7 @@ pub fn pod_workload(cfg: &Config, snap: &Snapshot, pod: &Pod) -> Option<Workload
             .or_else(|| label(snap.namespace_labels(namespace), NETWORK_LABEL))
             .unwrap_or(&cfg.network)
             .to_owned(),
-        tunnel_protocol: TunnelProtocol::Hbone as i32,
+        tunnel_protocol: tunnel as i32,
         trust_domain: cfg.trust_domain.clone(),
         service_account,
         waypoint: waypoint::waypoint_for(cfg, namespace, labels, snap.namespace_labels(namespace)),

@@ -253,3 +253,19 @@ fn network_from_pod_or_namespace_label() {
     assert_eq!(all_workloads(&cfg(), &snap)[0].network, "net-ns");
     assert_eq!(one(&pod("p", "", "10.0.0.1")).network, "");
 }
+
+#[test]
+fn unenrolled_pods_only_on_request() {
+    let yaml = format!(
+        "{}---\n{}",
+        pod("off", "istio.io/dataplane-mode: none", "10.0.0.1"),
+        pod("on", "", "10.0.0.2")
+    );
+    assert_eq!(workloads(&yaml).len(), 1);
+    let snap = snapshot(&format!("{AMBIENT_DEFAULT}---\n{yaml}"));
+    let cfg = super::Config { include_unenrolled_pods: true, ..cfg() };
+    let all = all_workloads(&cfg, &snap);
+    let tunnel = |n: &str| all.iter().find(|w| w.name == n).unwrap().tunnel_protocol;
+    assert_eq!(tunnel("off"), TunnelProtocol::None as i32);
+    assert_eq!(tunnel("on"), TunnelProtocol::Hbone as i32);
+}
