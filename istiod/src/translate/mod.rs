@@ -183,6 +183,21 @@ pub struct Output {
     pub statuses: Vec<ObjectStatus>,
 }
 
+/// The xDS resource name of an Address: a Workload's uid, a Service's
+/// `<namespace>/<hostname>`; empty for an Address without a type.
+pub fn address_name(address: &Address) -> String {
+    match &address.r#type {
+        Some(address::Type::Workload(w)) => w.uid.clone(),
+        Some(address::Type::Service(s)) => format!("{}/{}", s.namespace, s.hostname),
+        None => String::new(),
+    }
+}
+
+/// The xDS resource name of an Authorization, `<namespace>/<name>`.
+pub fn authorization_name(authorization: &Authorization) -> String {
+    format!("{}/{}", authorization.namespace, authorization.name)
+}
+
 /// Translates the whole snapshot.
 pub fn translate(cfg: &Config, snap: &Snapshot) -> Output {
     let mut out = Output::default();

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::fixtures::{AMBIENT_DEFAULT, add, cfg, chart_examples, pod, snapshot};
-use super::{Output, Snapshot, translate};
+use super::{Output, Snapshot, address_name, authorization_name, translate};
 
 const EXTRA: &str = "
 apiVersion: v1
@@ -65,12 +65,14 @@ fn assert_valid(out: &Output) {
             Ok(mesh_model::Address::Service(s)) => s.key().to_string(),
             Err(e) => panic!("ztunnel would NACK {a:?}: {e}"),
         };
+        assert_eq!(address_name(a), key);
         assert!(keys.insert(key.clone()), "duplicate address key {key}");
     }
     let mut names = BTreeSet::new();
     for a in &out.authorizations {
         let m = mesh_model::Authorization::try_from(a.clone())
             .unwrap_or_else(|e| panic!("ztunnel would NACK {a:?}: {e}"));
+        assert_eq!(authorization_name(a), m.key());
         assert!(names.insert(m.key()), "duplicate policy {}", m.key());
     }
 }
