@@ -93,6 +93,14 @@ pub fn convert_peer_authentication(
             "DISABLE is not enforced by ztunnel; it is treated as PERMISSIVE",
         ));
     }
+    let known = ["", "UNSET", "DISABLE", "PERMISSIVE", "STRICT"];
+    let all_modes = pa.spec.mtls.iter().chain(pa.spec.port_level_mtls.values());
+    for m in all_modes.filter(|m| !known.contains(&m.mode.as_str())) {
+        conditions.push(Condition::accepted_with_warning(
+            REASON_INVALID,
+            format!("unknown mTLS mode {:?}; treated as UNSET", m.mode),
+        ));
+    }
     let selector = has_selector(pa);
     if !selector && !pa.spec.port_level_mtls.is_empty() {
         conditions.push(Condition::accepted_with_warning(

@@ -324,6 +324,9 @@ pub fn service_entry_services(
             ..Default::default()
         })
         .collect();
+    if se.spec.hosts.iter().all(String::is_empty) {
+        conditions.push(Condition::rejected(REASON_INVALID, "no hosts; nothing is configured"));
+    }
     let status = (!conditions.is_empty())
         .then(|| ObjectStatus::new("ServiceEntry", namespace, se.name(), conditions));
     (services, status)

@@ -189,3 +189,21 @@ spec:
     let pa = out.statuses.iter().find(|s| s.name == "pa").unwrap();
     assert_eq!(pa.conditions.len(), 3, "{pa:?}");
 }
+
+/// The chart's invalid examples (which the API server rejects) still
+/// translate safely, each with a condition saying why, except the
+/// selector+targetRefs policy, which goes to waypoints and is skipped here.
+#[test]
+fn chart_invalid_examples_get_conditions() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/base/tests/invalid");
+    let mut snap = snapshot(AMBIENT_DEFAULT);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        add(&mut snap, &std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    let out = translate(&cfg(), &snap);
+    assert_valid(&out);
+    assert!(out.authorizations.is_empty(), "{:?}", out.authorizations);
+    let mut with_status: Vec<_> = out.statuses.iter().map(|s| s.name.as_str()).collect();
+    with_status.sort_unstable();
+    assert_eq!(with_status, vec!["bad-mode", "bogus-action", "no-hosts"]);
+}
