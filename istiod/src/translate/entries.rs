@@ -23,7 +23,15 @@ use super::{Config, Snapshot, ip_bytes, label, selector_matches, waypoint};
 ///
 /// Reads: the WorkloadEntry, its Namespace, the ServiceEntries selecting
 /// it, and the policies in scope.
-pub fn workload_entry_workload(cfg: &Config, snap: &Snapshot, we: &WorkloadEntry) -> Workload {
+/// `None` without a name or namespace.
+pub fn workload_entry_workload(
+    cfg: &Config,
+    snap: &Snapshot,
+    we: &WorkloadEntry,
+) -> Option<Workload> {
+    if we.name().is_empty() || we.namespace().is_empty() {
+        return None;
+    }
     let mut labels = we.metadata.labels.clone().unwrap_or_default();
     labels.extend(we.spec.labels.clone());
     let uid = format!(
@@ -41,16 +49,21 @@ pub fn workload_entry_workload(cfg: &Config, snap: &Snapshot, we: &WorkloadEntry
             w.services.insert(format!("{}/{host}", se.namespace()), PortList { ports });
         }
     }
-    w
+    Some(w)
 }
 
 /// The workloads of a ServiceEntry's inline `endpoints`, uid
-/// `<cluster>/networking.istio.io/ServiceEntry/<ns>/<name>/<address>`.
+/// `<cluster>/networking.istio.io/ServiceEntry/<ns>/<name>/<address>`; a
+/// repeated address keeps its first endpoint (the uid must be unique).
 pub fn service_entry_workloads(cfg: &Config, snap: &Snapshot, se: &ServiceEntry) -> Vec<Workload> {
+    if se.name().is_empty() || se.namespace().is_empty() {
+        return Vec::new();
+    }
+    let mut seen = std::collections::HashSet::new();
     se.spec
         .endpoints
         .iter()
-        .filter(|e| !e.address.is_empty())
+        .filter(|e| !e.address.is_empty() && seen.insert(e.address.as_str()))
         .map(|e| {
             let uid = format!(
                 "{}/networking.istio.io/ServiceEntry/{}/{}/{}",

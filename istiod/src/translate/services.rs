@@ -17,7 +17,10 @@ use super::{Config, Snapshot, ip_bytes, label, selector_matches, waypoint};
 
 pub const TRAFFIC_DISTRIBUTION_ANNOTATION: &str = "networking.istio.io/traffic-distribution";
 
-/// Every Service of the snapshot; problems go to `statuses`.
+/// Every Service of the snapshot; problems go to `statuses`. A hostname is
+/// one resource per namespace: a Kubernetes Service keeps its hostname, and
+/// among ServiceEntries the oldest (then by name) wins; the others get a
+/// condition.
 pub fn all_services(
     cfg: &Config,
     snap: &Snapshot,
@@ -25,9 +28,30 @@ pub fn all_services(
 ) -> Vec<Service> {
     let mut out: Vec<Service> =
         snap.services.values().filter_map(|s| kube_service(cfg, snap, s)).collect();
-    for se in snap.service_entries.values() {
+    let mut taken: std::collections::HashSet<(String, String)> =
+        out.iter().map(|s| (s.namespace.clone(), s.hostname.clone())).collect();
+    let mut entries: Vec<&ServiceEntry> = snap.service_entries.values().collect();
+    entries.sort_by(|a, b| {
+        let created = |se: &ServiceEntry| se.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a).cmp(&created(b)).then_with(|| a.name().cmp(b.name()))
+    });
+    for se in entries {
         let (services, status) = service_entry_services(cfg, snap, se);
-        out.extend(services);
+        let mut status = status;
+        for svc in services {
+            if taken.insert((svc.namespace.clone(), svc.hostname.clone())) {
+                out.push(svc);
+            } else {
+                let msg =
+                    format!("host {} is already defined in this namespace; ignored", svc.hostname);
+                status
+                    .get_or_insert_with(|| {
+                        ObjectStatus::new("ServiceEntry", se.namespace(), se.name(), Vec::new())
+                    })
+                    .conditions
+                    .push(Condition::accepted_with_warning(REASON_INVALID, msg));
+            }
+        }
         statuses.extend(status);
     }
     out

@@ -278,3 +278,29 @@ spec: {address: 10.0.0.2}
     assert_eq!(tunnel("hbone"), TunnelProtocol::Hbone as i32);
     assert_eq!(tunnel("plaintext"), TunnelProtocol::None as i32);
 }
+
+#[test]
+fn a_hostname_is_defined_once_per_namespace() {
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: newer, namespace: default, creationTimestamp: '2026-02-01T00:00:00Z'}
+spec: {hosts: [api.example.com, web.default.svc.cluster.local], resolution: DNS}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: older, namespace: default, creationTimestamp: '2026-01-01T00:00:00Z'}
+spec: {hosts: [api.example.com], resolution: DNS}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}
+";
+    let (s, statuses) = services(yaml);
+    let names: Vec<_> = s.iter().map(|s| (s.name.as_str(), s.hostname.as_str())).collect();
+    assert_eq!(names, vec![("web", "web.default.svc.cluster.local"), ("older", "api.example.com")]);
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].name, "newer");
+    assert_eq!(statuses[0].conditions.len(), 2);
+}

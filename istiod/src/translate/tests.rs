@@ -160,7 +160,7 @@ spec:
   addresses: ['10.0.0.0/99', '']
   ports: [{number: 0}, {number: 99999}, {number: 80, targetPort: 99999}]
   workloadSelector: {labels: {app: weird}}
-  endpoints: [{address: ''}, {address: 10.1.1.1, ports: {http: 0}}, {address: 'fd00::1', weight: 0}]
+  endpoints: [{address: ''}, {address: 10.1.1.1, ports: {http: 0}}, {address: 'fd00::1', weight: 0}, {address: 10.1.1.1}]
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry

@@ -27,7 +27,9 @@ pub const NETWORK_LABEL: &str = "topology.istio.io/network";
 pub fn all_workloads(cfg: &Config, snap: &Snapshot) -> Vec<Workload> {
     let mut out: Vec<Workload> =
         snap.pods.values().filter_map(|p| pod_workload(cfg, snap, p)).collect();
-    out.extend(snap.workload_entries.values().map(|we| workload_entry_workload(cfg, snap, we)));
+    out.extend(
+        snap.workload_entries.values().filter_map(|we| workload_entry_workload(cfg, snap, we)),
+    );
     for se in snap.service_entries.values() {
         out.extend(service_entry_workloads(cfg, snap, se));
     }
