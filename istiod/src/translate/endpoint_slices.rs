@@ -68,6 +68,7 @@ pub fn endpoint_slice_workloads(
         })
         .collect();
     let service_key = format!("{namespace}/{}", service_hostname(cfg, namespace, service_name));
+    let mut seen = std::collections::HashSet::new();
     slice
         .endpoints
         .iter()
@@ -77,6 +78,8 @@ pub fn endpoint_slice_workloads(
             let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             e.addresses.iter().filter_map(move |a| a.parse::<IpAddr>().ok().map(|ip| (ip, ready)))
         })
+        // An address listed twice is one workload (its uid must be unique).
+        .filter(|(ip, _)| seen.insert(*ip))
         .map(|(ip, ready)| Workload {
             uid: format!(
                 "{}/discovery.k8s.io/EndpointSlice/{namespace}/{slice_name}/{ip}",
@@ -134,7 +137,8 @@ spec:
                 "endpoints": [
                     {"addresses": ["192.168.1.10"], "conditions": {"ready": false}},
                     {"addresses": ["10.244.0.9"], "targetRef": {"kind": "Pod", "name": "p"}},
-                    {"addresses": ["not-an-ip"]}
+                    {"addresses": ["not-an-ip"]},
+                    {"addresses": ["192.168.1.10"]}
                 ]
             },
             {
