@@ -4,9 +4,11 @@
 //! certificates over `istio.v1.auth.IstioCertificateService`, and the
 //! translation layer ([`translate`]), which turns Kubernetes and Istio
 //! objects into `istio.workload.Address` and `istio.security.Authorization`
-//! resources. Planned (see `ARCHITECTURE.md`): watching Kubernetes or a local
-//! directory, waypoint resources, and serving them over delta ADS.
+//! resources, and [`xds`], which serves the latest translation over delta
+//! ADS. Planned (see `ARCHITECTURE.md`): watching Kubernetes or a local
+//! directory, per-proxy scoping, waypoint resources, and the binary.
 #![forbid(unsafe_code)]
 
 pub mod ca;
 pub mod translate;
+pub mod xds;
