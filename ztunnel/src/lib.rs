@@ -10,14 +10,23 @@
 //!   dry-run reported but not enforced), for new and open connections.
 //!
 //! - [`proxy`]: the HBONE inbound handler (waypoint-only or L4 policy per
-//!   stream, application connection, byte accounting) and Istio's TCP
-//!   metrics and access log.
+//!   stream, application connection, byte accounting), the outbound proxy
+//!   (original destination, service/workload routing, HBONE over pooled
+//!   mTLS HTTP/2 with `forwarded` and `baggage`, passthrough), and Istio's
+//!   TCP metrics and access log.
+//! - [`inpod`]: the in-pod data path. Per enrolled pod, a socket thread
+//!   inside its network namespace and listeners there: 15001 (outbound),
+//!   15008 (HBONE: mTLS with the pod's certificate, then the inbound
+//!   handler, application connection from the pod with the client's address
+//!   via `IP_TRANSPARENT`) and 15006 (plaintext inbound under L4 policy).
+//!   Tested end to end on a two-node namespace topology
+//!   (`tests/inpod_e2e.rs`).
 //!
-//! Planned: the capture listeners (15001, 15006, 15008, 15053) inside each
-//! enrolled pod's network namespace, the ZDS endpoint for the CNI agent, and
-//! the proxies that use the modules above.
+//! Planned: waypoint routing on the source side, the DNS proxy (15053), the
+//! ZDS endpoint wiring pods into [`inpod::PodProxies`], and the binary.
 #![forbid(unsafe_code)]
 
+pub mod inpod;
 pub mod policy;
 pub mod proxy;
 pub mod state;

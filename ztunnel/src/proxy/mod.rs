@@ -5,10 +5,16 @@
 //!   verified identity and address; per CONNECT stream it finds the target
 //!   workload, enforces "only through the waypoint" or L4 policy, opens the
 //!   application connection and carries the bytes.
+//! - [`outbound`]: the source side. A connection captured on a pod's 15001
+//!   goes to its original destination: HBONE (mTLS to the destination pod's
+//!   15008, pooled HTTP/2, CONNECT with `forwarded` and `baggage`) for mesh
+//!   workloads, plain TCP otherwise.
 //! - [`metrics`]: Istio's TCP metrics and the access log.
 
 pub mod inbound;
 pub mod metrics;
+pub mod outbound;
 
 pub use inbound::{InboundTunnels, Peer, Upstream};
-pub use metrics::{ConnectionLabels, TcpMetrics};
+pub use metrics::{ConnectionLabels, Reporter, SharedMetrics, TcpMetrics};
+pub use outbound::{HbonePool, OutboundProxy, PoolKey};
