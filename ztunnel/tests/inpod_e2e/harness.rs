@@ -1,0 +1,274 @@
+//! Two nodes with an in-process ztunnel each, pods, apps and counters.
+//!
+//! Pods: `client` (node a) and `server` (node b) are enrolled (capture
+//! rules applied, listed in both nodes' state, their node's ztunnel serves
+//! them); `legacy` (node a) and `outside` (node b) are plain pods outside
+//! the mesh. The state also has the service `server.default.svc` with VIP
+//! [`SERVICE_VIP`], port 80 -> 8080 on the server pod.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_cni::{Backend, CaptureConfig};
+use mesh_hbone::H2Settings;
+use mesh_hbone::client::Pool;
+use mesh_identity::contexts::TlsContexts;
+use mesh_identity::manager::{self, CertificateProvider, FetchError};
+use mesh_identity::tls::TlsSettings;
+use mesh_identity::{CertificateManager, WorkloadCertificate};
+use mesh_model::Identity;
+use mesh_netns::{NodeSpec, PodHandle, PodSpec, Topology, require_root};
+use mesh_proto::workload as pb;
+use mesh_test_support::{LeafSpec, TestCa};
+use prometheus_client::registry::Registry;
+use ztunnel::inpod::{PodProxies, PodWorkload};
+use ztunnel::proxy::{OutboundProxy, TcpMetrics};
+use ztunnel::state::StateHandle;
+
+pub(crate) const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
+pub(crate) const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/server";
+pub(crate) const APP_PORT: u16 = 8080;
+pub(crate) const SERVICE_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+pub(crate) const SERVICE_HOST: &str = "server.default.svc.cluster.local";
+
+/// Issues certificates from one shared test root.
+struct CaProvider(Arc<TestCa>);
+
+impl CertificateProvider for CaProvider {
+    async fn fetch(&self, identity: &Identity) -> Result<WorkloadCertificate, FetchError> {
+        let issued = self
+            .0
+            .issue(&LeafSpec::workload(&identity.to_string()))
+            .map_err(|e| FetchError::Unavailable(e.to_string()))?;
+        Ok(WorkloadCertificate::from_chain_pem(identity, issued.key, &issued.chain_pem)?)
+    }
+}
+
+pub(crate) fn uid(name: &str) -> String {
+    format!("Kubernetes//Pod/default/{name}")
+}
+
+fn workload(pod: &PodHandle) -> pb::Workload {
+    let name = pod.name.clone();
+    pb::Workload {
+        uid: uid(&name),
+        namespace: "default".into(),
+        addresses: vec![pod.ip.octets().to_vec()],
+        service_account: name.clone(),
+        workload_name: name.clone(),
+        canonical_name: name.clone(),
+        canonical_revision: "v1".into(),
+        node: pod.node.clone(),
+        tunnel_protocol: pb::TunnelProtocol::Hbone as i32,
+        name,
+        ..Default::default()
+    }
+}
+
+fn insert(state: &StateHandle, name: &str, address: pb::address::Type) {
+    let address = mesh_model::Address::try_from(pb::Address { r#type: Some(address) }).unwrap();
+    state.write(|s| s.insert_address(name, address)).unwrap();
+}
+
+/// One node's in-process ztunnel.
+pub(crate) struct Node {
+    pub(crate) proxies: PodProxies,
+    pub(crate) state: StateHandle,
+    registry: Registry,
+}
+
+impl Node {
+    fn new(ca: &Arc<TestCa>, client: &PodHandle, server: &PodHandle) -> Self {
+        let state = StateHandle::default();
+        insert(&state, &uid("client"), pb::address::Type::Workload(workload(client)));
+        let mut server = workload(server);
+        let port = pb::Port { service_port: 80, target_port: u32::from(APP_PORT), app_protocol: 0 };
+        server
+            .services
+            .insert(format!("default/{SERVICE_HOST}"), pb::PortList { ports: vec![port] });
+        insert(&state, &uid("server"), pb::address::Type::Workload(server));
+        let service = pb::Service {
+            name: "server".into(),
+            namespace: "default".into(),
+            hostname: SERVICE_HOST.into(),
+            addresses: vec![pb::NetworkAddress {
+                network: String::new(),
+                address: SERVICE_VIP.octets().to_vec(),
+                length: None,
+            }],
+            ports: vec![port],
+            ..Default::default()
+        };
+        insert(&state, &format!("default/{SERVICE_HOST}"), pb::address::Type::Service(service));
+        let manager =
+            CertificateManager::new(CaProvider(Arc::clone(ca)), manager::Config::default())
+                .unwrap();
+        let metrics = Arc::new(TcpMetrics::default());
+        let mut registry = Registry::with_prefix("istio");
+        metrics.register(&mut registry);
+        let outbound = OutboundProxy {
+            state: state.clone(),
+            network: String::new(),
+            tls: Arc::new(TlsContexts::new(manager, TlsSettings::default())),
+            pool: Arc::new(Pool::new(H2Settings::default(), Duration::from_secs(300))),
+            metrics,
+        };
+        Self { proxies: PodProxies::new(outbound, H2Settings::default()), state, registry }
+    }
+
+    async fn enroll(&self, pod: &PodHandle, spiffe: &str) {
+        let netns = pod.netns().unwrap();
+        Backend::Iptables.apply(&netns, &CaptureConfig::default()).unwrap();
+        let workload = PodWorkload { uid: uid(&pod.name), identity: spiffe.parse().unwrap() };
+        self.proxies.add(&uid(&pod.name), workload, &netns).await.unwrap();
+    }
+
+    pub(crate) fn metrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
+        out
+    }
+
+    /// The first line of `family` whose labels contain all of `labels`,
+    /// waiting up to 5 s for it.
+    pub(crate) async fn series(&self, family: &str, labels: &[&str]) -> String {
+        for _ in 0..100 {
+            let text = self.metrics();
+            let found = text.lines().find(|l| {
+                l.starts_with(&format!("{family}{{")) && labels.iter().all(|x| l.contains(x))
+            });
+            if let Some(line) = found {
+                return line.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no {family} series with {labels:?} in:\n{}", self.metrics());
+    }
+}
+
+pub(crate) struct Mesh {
+    pub(crate) topology: Topology,
+    pub(crate) client: PodHandle,
+    pub(crate) server: PodHandle,
+    pub(crate) legacy: PodHandle,
+    pub(crate) outside: PodHandle,
+    pub(crate) a: Node,
+    pub(crate) b: Node,
+}
+
+impl Mesh {
+    /// The `ip netns` name of node `name`.
+    pub(crate) fn node_netns(&self, name: &str) -> String {
+        self.topology.node(name).unwrap().netns_name.clone()
+    }
+}
+
+pub(crate) async fn mesh(prefix: &str) -> Mesh {
+    require_root().expect("this test needs root: run the suite as root (CI does)");
+    let nodes = vec![NodeSpec { name: "a".into() }, NodeSpec { name: "b".into() }];
+    let pod = |node: &str, name: &str| PodSpec {
+        node: node.into(),
+        namespace: "default".into(),
+        name: name.into(),
+    };
+    let pods =
+        vec![pod("a", "client"), pod("a", "legacy"), pod("b", "server"), pod("b", "outside")];
+    let topology = Topology::build(prefix, &nodes, &pods).unwrap();
+    let get = |name: &str| topology.pod("default", name).unwrap().clone();
+    let (client, server, legacy, outside) =
+        (get("client"), get("server"), get("legacy"), get("outside"));
+    let ca = Arc::new(TestCa::root("mesh e2e").unwrap());
+    let a = Node::new(&ca, &client, &server);
+    let b = Node::new(&ca, &client, &server);
+    a.enroll(&client, CLIENT_ID).await;
+    b.enroll(&server, SERVER_ID).await;
+    Mesh { topology, client, server, legacy, outside, a, b }
+}
+
+/// An app listening on `port` in `pod`: echoes one connection (until the
+/// client's half-close) and reports its peer. The listener is returned to
+/// check for connections that should not have arrived.
+pub(crate) fn echo_once(
+    pod: &PodHandle,
+    port: u16,
+) -> (TcpListener, std::thread::JoinHandle<SocketAddr>) {
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let listener = pod.netns().unwrap().run(move || TcpListener::bind(addr)).unwrap().unwrap();
+    let accepting = listener.try_clone().unwrap();
+    let handle = std::thread::spawn(move || {
+        let (mut conn, peer) = accepting.accept().unwrap();
+        let mut buf = Vec::new();
+        conn.read_to_end(&mut buf).unwrap();
+        conn.write_all(&buf).unwrap();
+        peer
+    });
+    (listener, handle)
+}
+
+/// A plain socket in `pod` connected to `target`: no proxy settings.
+pub(crate) fn connect_from(pod: &PodHandle, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = pod
+        .netns()
+        .unwrap()
+        .run(move || TcpStream::connect_timeout(&target, Duration::from_secs(5)))
+        .unwrap()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(stream)
+}
+
+/// Sends `payload` from `pod` to `target`, half-closes, returns the reply.
+pub(crate) async fn roundtrip(
+    pod: &PodHandle,
+    target: SocketAddr,
+    payload: &'static [u8],
+) -> Vec<u8> {
+    let pod = pod.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = connect_from(&pod, target).unwrap();
+        stream.write_all(payload).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).unwrap();
+        buf
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits for an [`echo_once`] app's peer.
+pub(crate) async fn peer_of(app: std::thread::JoinHandle<SocketAddr>) -> SocketAddr {
+    tokio::task::spawn_blocking(move || app.join().unwrap()).await.unwrap()
+}
+
+/// Adds a counting rule (no target) for TCP to `dst:port` to the FORWARD
+/// chain of the node namespace `node_netns`.
+pub(crate) fn count_forwarded(node_netns: &str, dst: Ipv4Addr, port: u16) {
+    let status = Command::new("ip")
+        .args(["netns", "exec", node_netns, "iptables", "-I", "FORWARD", "-p", "tcp", "-d"])
+        .arg(dst.to_string())
+        .args(["--dport", &port.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Packets counted by the [`count_forwarded`] rule for `dst:port`.
+pub(crate) fn forwarded_packets(node_netns: &str, dst: Ipv4Addr, port: u16) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", node_netns, "iptables", "-nvxL", "FORWARD"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let wanted = format!("dpt:{port}");
+    text.lines()
+        .find(|l| l.contains(&dst.to_string()) && l.split_whitespace().any(|w| w == wanted))
+        .unwrap_or_else(|| panic!("no counter for {dst}:{port} in:\n{text}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
