@@ -11,7 +11,7 @@
 //!
 //! - [`proxy`]: the HBONE inbound handler (waypoint-only or L4 policy per
 //!   stream, application connection, byte accounting), the outbound proxy
-//!   (original destination, service/workload routing, HBONE over pooled
+//!   (original destination, service/workload/waypoint routing, HBONE over pooled
 //!   mTLS HTTP/2 with `forwarded` and `baggage`, passthrough), and Istio's
 //!   TCP metrics and access log.
 //! - [`inpod`]: the in-pod data path. Per enrolled pod, a socket thread
@@ -22,7 +22,7 @@
 //!   Tested end to end on a two-node namespace topology
 //!   (`tests/inpod_e2e.rs`).
 //!
-//! Planned: waypoint routing on the source side, the DNS proxy (15053), the
+//! Planned: the DNS proxy (15053), the
 //! ZDS endpoint wiring pods into [`inpod::PodProxies`], and the binary.
 #![forbid(unsafe_code)]
 

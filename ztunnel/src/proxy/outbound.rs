@@ -11,9 +11,15 @@
 //! destination IP), and a CONNECT stream per connection with `forwarded` and
 //! `baggage` headers.
 //!
-//! Not yet: waypoints (traffic is sent directly even when the destination
-//! has one; the destination then refuses it, so policy is not bypassed),
-//! double HBONE through network gateways, and IPv6 transparent sockets.
+//! Waypoints: when the destination, as addressed (a service VIP: the
+//! service's; a pod IP: the workload's), has a waypoint, the tunnel goes to
+//! a waypoint pod instead (an endpoint of the waypoint's service, or the
+//! workload or VIP at its address, on its HBONE port), expecting the
+//! waypoint's identity, with the original destination as the CONNECT
+//! target. The waypoint itself is never sent to itself.
+//!
+//! Not yet: double HBONE through network gateways, IPv6 transparent
+//! sockets.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -25,13 +31,15 @@ use mesh_hbone::headers::{Baggage, forwarded_for};
 use mesh_identity::contexts::{ContextError, TlsContexts};
 use mesh_identity::tls;
 use mesh_identity::verify::PeerPolicy;
-use mesh_model::{Identity, TunnelProtocol, Workload, WorkloadType};
+use mesh_model::{
+    GatewayAddress, GatewayDestination, Identity, TunnelProtocol, Workload, WorkloadType,
+};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::metrics::{ConnectionLabels, Reporter, SharedMetrics};
 use crate::inpod::sockets::{PodSockets, SocketError};
-use crate::state::{Destination, StateHandle, is_passthrough};
+use crate::state::{Destination, ProxyState, StateHandle, is_passthrough};
 
 /// The HBONE port dialled on destination pods.
 pub const HBONE_PORT: u16 = 15008;
@@ -56,6 +64,8 @@ pub enum OutboundError {
     UnknownSource { uid: String },
     #[error("service {service} has no endpoint for port {port}")]
     NoEndpoint { service: String, port: u16 },
+    #[error("waypoint {waypoint} has no usable endpoint")]
+    NoWaypoint { waypoint: String },
     #[error("TLS contexts for the source: {0}")]
     Certificate(#[from] ContextError),
     #[error(transparent)]
@@ -74,8 +84,9 @@ pub enum OutboundError {
 enum Route {
     /// Plain TCP to this address.
     Direct(SocketAddr),
-    /// HBONE to this workload, CONNECT to `target`.
-    Hbone { workload: Arc<Workload>, target: SocketAddr },
+    /// HBONE to `peer` (the destination or its waypoint) at `peer_addr`,
+    /// CONNECT to `target`.
+    Hbone { peer: Arc<Workload>, peer_addr: SocketAddr, target: SocketAddr },
 }
 
 /// Shared by the outbound listeners of all pods of a node.
@@ -114,10 +125,11 @@ impl OutboundProxy {
                 let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 copied.map(drop).map_err(OutboundError::Copy)
             }
-            Route::Hbone { workload, target } => {
+            Route::Hbone { peer: workload, peer_addr, target } => {
                 let started = Instant::now();
-                let mut tunnel =
-                    self.tunnel(sockets, &source, &workload, target, client_addr.ip()).await?;
+                let mut tunnel = self
+                    .tunnel(sockets, &source, &workload, peer_addr, target, client_addr.ip())
+                    .await?;
                 let labels = ConnectionLabels::new(
                     Reporter::Source,
                     Some(&source),
@@ -150,10 +162,11 @@ impl OutboundProxy {
     fn route(&self, source: &Workload, original: SocketAddr) -> Result<Route, OutboundError> {
         let state = self.state.read();
         let destination = state.resolve_destination(&self.network, original);
-        if state.waypoint_for(&destination).is_some() {
-            // TODO: send through the waypoint. Going direct is refused by
-            // the destination, so this fails closed.
-            tracing::debug!(%original, "destination has a waypoint; waypoints are not supported yet");
+        if let Some(gateway) = state.waypoint_for(&destination) {
+            let (peer, peer_addr) = waypoint_endpoint(&state, &gateway, source)?;
+            if peer.uid != source.uid {
+                return Ok(Route::Hbone { peer, peer_addr, target: original });
+            }
         }
         let (workload, target) = match destination {
             Destination::Unknown => return Ok(Route::Direct(original)),
@@ -169,7 +182,10 @@ impl OutboundProxy {
             Destination::Workload { workload } => (workload, original),
         };
         Ok(match workload.tunnel_protocol {
-            TunnelProtocol::Hbone => Route::Hbone { workload, target },
+            TunnelProtocol::Hbone => {
+                let peer_addr = SocketAddr::new(target.ip(), HBONE_PORT);
+                Route::Hbone { peer: workload, peer_addr, target }
+            }
             TunnelProtocol::None | TunnelProtocol::LegacyIstioMtls => Route::Direct(target),
         })
     }
@@ -179,6 +195,7 @@ impl OutboundProxy {
         sockets: &PodSockets,
         source: &Workload,
         destination: &Workload,
+        peer_addr: SocketAddr,
         target: SocketAddr,
         client_ip: IpAddr,
     ) -> Result<mesh_hbone::H2Stream, OutboundError> {
@@ -187,15 +204,12 @@ impl OutboundProxy {
             source_identity: source.identity.clone(),
             destination_identity: destination.identity.clone(),
             source_ip: client_ip,
-            destination_ip: target.ip(),
+            destination_ip: peer_addr.ip(),
         };
         let expected = destination.identity.clone();
         let sockets = sockets.clone();
         let dial = move || async move {
-            let tcp = sockets
-                .connect(SocketAddr::new(target.ip(), HBONE_PORT), None)
-                .await
-                .map_err(io::Error::other)?;
+            let tcp = sockets.connect(peer_addr, None).await.map_err(io::Error::other)?;
             tls::connect(
                 &contexts.client,
                 tcp,
@@ -210,6 +224,35 @@ impl OutboundProxy {
             .await
             .map_err(|source| OutboundError::Tunnel { target, source })
     }
+}
+
+/// The waypoint pod to tunnel to and its HBONE address: a workload at the
+/// gateway's address, else an endpoint of the service at that address or
+/// of that name, picked for the gateway's HBONE port.
+fn waypoint_endpoint(
+    state: &ProxyState,
+    gateway: &GatewayAddress,
+    source: &Workload,
+) -> Result<(Arc<Workload>, SocketAddr), OutboundError> {
+    let port = gateway.hbone_mtls_port;
+    let service = match &gateway.destination {
+        GatewayDestination::Address(address) => {
+            if let Some(w) = state.workload_by_ip(&address.network, address.address) {
+                return Ok((w, SocketAddr::new(address.address, port)));
+            }
+            state.service_by_vip(&address.network, address.address)
+        }
+        GatewayDestination::Hostname(host) => state.service_by_key(host),
+    };
+    let no_waypoint = || OutboundError::NoWaypoint {
+        waypoint: match &gateway.destination {
+            GatewayDestination::Address(a) => a.to_string(),
+            GatewayDestination::Hostname(h) => h.to_string(),
+        },
+    };
+    let endpoint =
+        service.and_then(|s| state.pick_endpoint(&s, port, source)).ok_or_else(no_waypoint)?;
+    Ok((endpoint.workload, SocketAddr::new(endpoint.address.ip(), port)))
 }
 
 /// `forwarded` and `baggage` for a tunnel from `source`.

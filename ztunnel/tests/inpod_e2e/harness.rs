@@ -3,8 +3,10 @@
 //! Pods: `client` (node a) and `server` (node b) are enrolled (capture
 //! rules applied, listed in both nodes' state, their node's ztunnel serves
 //! them); `legacy` (node a) and `outside` (node b) are plain pods outside
-//! the mesh. The state also has the service `server.default.svc` with VIP
-//! [`SERVICE_VIP`], port 80 -> 8080 on the server pod.
+//! the mesh; `waypoint` (node b) is where a test runs a waypoint. The state
+//! also has the service `server.default.svc` with VIP [`SERVICE_VIP`], port
+//! 80 -> 8080 on the server pod, and the waypoint's workload and service
+//! (port 15008); [`Mesh::use_waypoint`] puts the server pod behind it.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -33,9 +35,12 @@ pub(crate) const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/server"
 pub(crate) const APP_PORT: u16 = 8080;
 pub(crate) const SERVICE_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 pub(crate) const SERVICE_HOST: &str = "server.default.svc.cluster.local";
+pub(crate) const WAYPOINT_ID: &str = "spiffe://cluster.local/ns/default/sa/waypoint";
+pub(crate) const WAYPOINT_HOST: &str = "waypoint.default.svc.cluster.local";
+const WAYPOINT_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
 
 /// Issues certificates from one shared test root.
-struct CaProvider(Arc<TestCa>);
+pub(crate) struct CaProvider(pub(crate) Arc<TestCa>);
 
 impl CertificateProvider for CaProvider {
     async fn fetch(&self, identity: &Identity) -> Result<WorkloadCertificate, FetchError> {
@@ -68,6 +73,48 @@ fn workload(pod: &PodHandle) -> pb::Workload {
     }
 }
 
+fn service(name: &str, host: &str, vip: Ipv4Addr, port: pb::Port) -> pb::address::Type {
+    pb::address::Type::Service(pb::Service {
+        name: name.into(),
+        namespace: "default".into(),
+        hostname: host.into(),
+        addresses: vec![pb::NetworkAddress {
+            network: String::new(),
+            address: vip.octets().to_vec(),
+            length: None,
+        }],
+        ports: vec![port],
+        ..Default::default()
+    })
+}
+
+fn port(service_port: u16, target_port: u16) -> pb::Port {
+    pb::Port {
+        service_port: u32::from(service_port),
+        target_port: u32::from(target_port),
+        app_protocol: 0,
+    }
+}
+
+/// The server pod's workload, behind the waypoint or not.
+fn server_workload(pod: &PodHandle, behind_waypoint: bool) -> pb::Workload {
+    let mut server = workload(pod);
+    server.services.insert(
+        format!("default/{SERVICE_HOST}"),
+        pb::PortList { ports: vec![port(80, APP_PORT)] },
+    );
+    if behind_waypoint {
+        server.waypoint = Some(pb::GatewayAddress {
+            destination: Some(pb::gateway_address::Destination::Hostname(pb::NamespacedHostname {
+                namespace: "default".into(),
+                hostname: WAYPOINT_HOST.into(),
+            })),
+            hbone_mtls_port: 15008,
+        });
+    }
+    server
+}
+
 fn insert(state: &StateHandle, name: &str, address: pb::address::Type) {
     let address = mesh_model::Address::try_from(pb::Address { r#type: Some(address) }).unwrap();
     state.write(|s| s.insert_address(name, address)).unwrap();
@@ -81,28 +128,26 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    fn new(ca: &Arc<TestCa>, client: &PodHandle, server: &PodHandle) -> Self {
+    fn new(ca: &Arc<TestCa>, pods: [&PodHandle; 3]) -> Self {
+        let [client, server, waypoint] = pods;
         let state = StateHandle::default();
         insert(&state, &uid("client"), pb::address::Type::Workload(workload(client)));
-        let mut server = workload(server);
-        let port = pb::Port { service_port: 80, target_port: u32::from(APP_PORT), app_protocol: 0 };
-        server
-            .services
-            .insert(format!("default/{SERVICE_HOST}"), pb::PortList { ports: vec![port] });
+        let server = server_workload(server, false);
         insert(&state, &uid("server"), pb::address::Type::Workload(server));
-        let service = pb::Service {
-            name: "server".into(),
-            namespace: "default".into(),
-            hostname: SERVICE_HOST.into(),
-            addresses: vec![pb::NetworkAddress {
-                network: String::new(),
-                address: SERVICE_VIP.octets().to_vec(),
-                length: None,
-            }],
-            ports: vec![port],
-            ..Default::default()
-        };
-        insert(&state, &format!("default/{SERVICE_HOST}"), pb::address::Type::Service(service));
+        let vip = SERVICE_VIP;
+        insert(
+            &state,
+            &format!("default/{SERVICE_HOST}"),
+            service("server", SERVICE_HOST, vip, port(80, APP_PORT)),
+        );
+        let mut waypoint = workload(waypoint);
+        waypoint.services.insert(
+            format!("default/{WAYPOINT_HOST}"),
+            pb::PortList { ports: vec![port(15008, 15008)] },
+        );
+        insert(&state, &uid("waypoint"), pb::address::Type::Workload(waypoint));
+        let wp = service("waypoint", WAYPOINT_HOST, WAYPOINT_VIP, port(15008, 15008));
+        insert(&state, &format!("default/{WAYPOINT_HOST}"), wp);
         let manager =
             CertificateManager::new(CaProvider(Arc::clone(ca)), manager::Config::default())
                 .unwrap();
@@ -151,6 +196,8 @@ impl Node {
 
 pub(crate) struct Mesh {
     pub(crate) topology: Topology,
+    pub(crate) ca: Arc<TestCa>,
+    pub(crate) waypoint: PodHandle,
     pub(crate) client: PodHandle,
     pub(crate) server: PodHandle,
     pub(crate) legacy: PodHandle,
@@ -164,6 +211,14 @@ impl Mesh {
     pub(crate) fn node_netns(&self, name: &str) -> String {
         self.topology.node(name).unwrap().netns_name.clone()
     }
+
+    /// Puts the server pod behind the waypoint, on both nodes.
+    pub(crate) fn use_waypoint(&self) {
+        for node in [&self.a, &self.b] {
+            let server = server_workload(&self.server, true);
+            insert(&node.state, &uid("server"), pb::address::Type::Workload(server));
+        }
+    }
 }
 
 pub(crate) async fn mesh(prefix: &str) -> Mesh {
@@ -174,18 +229,23 @@ pub(crate) async fn mesh(prefix: &str) -> Mesh {
         namespace: "default".into(),
         name: name.into(),
     };
-    let pods =
-        vec![pod("a", "client"), pod("a", "legacy"), pod("b", "server"), pod("b", "outside")];
+    let pods = vec![
+        pod("a", "client"),
+        pod("a", "legacy"),
+        pod("b", "server"),
+        pod("b", "outside"),
+        pod("b", "waypoint"),
+    ];
     let topology = Topology::build(prefix, &nodes, &pods).unwrap();
     let get = |name: &str| topology.pod("default", name).unwrap().clone();
-    let (client, server, legacy, outside) =
-        (get("client"), get("server"), get("legacy"), get("outside"));
+    let (client, server, legacy, outside, waypoint) =
+        (get("client"), get("server"), get("legacy"), get("outside"), get("waypoint"));
     let ca = Arc::new(TestCa::root("mesh e2e").unwrap());
-    let a = Node::new(&ca, &client, &server);
-    let b = Node::new(&ca, &client, &server);
+    let a = Node::new(&ca, [&client, &server, &waypoint]);
+    let b = Node::new(&ca, [&client, &server, &waypoint]);
     a.enroll(&client, CLIENT_ID).await;
     b.enroll(&server, SERVER_ID).await;
-    Mesh { topology, client, server, legacy, outside, a, b }
+    Mesh { topology, ca, waypoint, client, server, legacy, outside, a, b }
 }
 
 /// An app listening on `port` in `pod`: echoes one connection (until the

@@ -13,6 +13,7 @@
 )]
 
 mod harness;
+mod waypoint;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -112,6 +113,33 @@ async fn plaintext_client_is_captured_on_15006_and_keeps_its_address() {
         mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
     assert!(inbound.contains("connection_security_policy=\"unknown\""), "{inbound}");
     assert!(inbound.contains("source_principal=\"unknown\""), "{inbound}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_to_a_pod_behind_a_waypoint_goes_through_the_waypoint() {
+    let mesh = mesh(&prefix("iw")).await;
+    mesh.use_waypoint();
+    let seen = waypoint::start(&mesh).await;
+    let (_listener, app) = echo_once(&mesh.server, APP_PORT);
+
+    let target = SocketAddr::from((mesh.server.ip, APP_PORT));
+    assert_eq!(roundtrip(&mesh.client, target, b"via waypoint").await, b"via waypoint");
+    assert_eq!(
+        peer_of(app).await.ip(),
+        IpAddr::V4(mesh.client.ip),
+        "the app sees the client, from the waypoint's forwarded header"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].client.to_string(), CLIENT_ID);
+    assert_eq!(seen[0].target, target, "CONNECT to the original destination");
+    assert_eq!(seen[0].forwarded.as_deref(), Some(format!("for={}", mesh.client.ip).as_str()));
+    let opened = "istio_tcp_connections_opened_total";
+    let inbound = mesh.b.series(opened, &["reporter=\"destination\""]).await;
+    assert!(inbound.contains(&format!("source_principal=\"{WAYPOINT_ID}\"")), "{inbound}");
+    assert!(inbound.contains("source_workload=\"client\""), "{inbound}");
+    let outbound = mesh.a.series(opened, &["reporter=\"source\""]).await;
+    assert!(outbound.contains(&format!("destination_principal=\"{WAYPOINT_ID}\"")), "{outbound}");
 }
 
 fn deny_client() -> mesh_model::Authorization {
