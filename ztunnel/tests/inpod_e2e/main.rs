@@ -78,6 +78,35 @@ async fn client_pod_reaches_server_pod_over_hbone_with_its_own_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_pod_closes_its_open_connections() {
+    let mesh = mesh(&prefix("ir")).await;
+    let (_listener, _app) = echo_once(&mesh.server, APP_PORT);
+    let target = SocketAddr::from((mesh.server.ip, APP_PORT));
+    let client = mesh.client.clone();
+    let mut stream = tokio::task::spawn_blocking(move || {
+        let mut stream = connect_from(&client, target).unwrap();
+        stream.write_all(b"still open").unwrap();
+        stream
+    })
+    .await
+    .unwrap();
+    // The tunnel is up end to end once node b has counted it.
+    mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
+
+    assert!(mesh.a.proxies.remove(&uid("client")));
+    let got = tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).map(|_| buf)
+    })
+    .await
+    .unwrap();
+    match got {
+        Ok(buf) => assert!(buf.is_empty(), "closed without data: {buf:?}"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "closed, not timed out: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_vip_is_load_balanced_to_the_server_pod() {
     let mesh = mesh(&prefix("is")).await;
     let (_listener, app) = echo_once(&mesh.server, APP_PORT);
