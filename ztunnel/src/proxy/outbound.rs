@@ -81,6 +81,7 @@ pub enum OutboundError {
 }
 
 /// Where one captured connection goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     /// Plain TCP to this address.
     Direct(SocketAddr),
@@ -119,7 +120,8 @@ impl OutboundProxy {
             .read()
             .workload_by_uid(source_uid)
             .ok_or_else(|| OutboundError::UnknownSource { uid: source_uid.to_owned() })?;
-        match self.route(&source, original)? {
+        let route = route(&self.state.read(), &self.network, &source, original)?;
+        match route {
             Route::Direct(target) => {
                 let mut upstream = sockets.connect(target, None).await?;
                 let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -159,37 +161,6 @@ impl OutboundProxy {
         }
     }
 
-    fn route(&self, source: &Workload, original: SocketAddr) -> Result<Route, OutboundError> {
-        let state = self.state.read();
-        let destination = state.resolve_destination(&self.network, original);
-        if let Some(gateway) = state.waypoint_for(&destination) {
-            let (peer, peer_addr) = waypoint_endpoint(&state, &gateway, source)?;
-            if peer.uid != source.uid {
-                return Ok(Route::Hbone { peer, peer_addr, target: original });
-            }
-        }
-        let (workload, target) = match destination {
-            Destination::Unknown => return Ok(Route::Direct(original)),
-            Destination::Service { service, .. } if is_passthrough(&service) => {
-                return Ok(Route::Direct(original));
-            }
-            Destination::Service { service, port } => {
-                let endpoint = state.pick_endpoint(&service, port, source).ok_or_else(|| {
-                    OutboundError::NoEndpoint { service: service.key().to_string(), port }
-                })?;
-                (endpoint.workload, endpoint.address)
-            }
-            Destination::Workload { workload } => (workload, original),
-        };
-        Ok(match workload.tunnel_protocol {
-            TunnelProtocol::Hbone => {
-                let peer_addr = SocketAddr::new(target.ip(), HBONE_PORT);
-                Route::Hbone { peer: workload, peer_addr, target }
-            }
-            TunnelProtocol::None | TunnelProtocol::LegacyIstioMtls => Route::Direct(target),
-        })
-    }
-
     async fn tunnel(
         &self,
         sockets: &PodSockets,
@@ -224,6 +195,42 @@ impl OutboundProxy {
             .await
             .map_err(|source| OutboundError::Tunnel { target, source })
     }
+}
+
+/// Where a connection from `source` to `original` goes.
+fn route(
+    state: &ProxyState,
+    network: &str,
+    source: &Workload,
+    original: SocketAddr,
+) -> Result<Route, OutboundError> {
+    let destination = state.resolve_destination(network, original);
+    if let Some(gateway) = state.waypoint_for(&destination) {
+        let (peer, peer_addr) = waypoint_endpoint(state, &gateway, source)?;
+        if peer.uid != source.uid {
+            return Ok(Route::Hbone { peer, peer_addr, target: original });
+        }
+    }
+    let (workload, target) = match destination {
+        Destination::Unknown => return Ok(Route::Direct(original)),
+        Destination::Service { service, .. } if is_passthrough(&service) => {
+            return Ok(Route::Direct(original));
+        }
+        Destination::Service { service, port } => {
+            let endpoint = state.pick_endpoint(&service, port, source).ok_or_else(|| {
+                OutboundError::NoEndpoint { service: service.key().to_string(), port }
+            })?;
+            (endpoint.workload, endpoint.address)
+        }
+        Destination::Workload { workload } => (workload, original),
+    };
+    Ok(match workload.tunnel_protocol {
+        TunnelProtocol::Hbone => {
+            let peer_addr = SocketAddr::new(target.ip(), HBONE_PORT);
+            Route::Hbone { peer: workload, peer_addr, target }
+        }
+        TunnelProtocol::None | TunnelProtocol::LegacyIstioMtls => Route::Direct(target),
+    })
 }
 
 /// The waypoint pod to tunnel to and its HBONE address: a workload at the
@@ -282,3 +289,7 @@ fn headers(source: &Workload, client_ip: IpAddr) -> HeaderMap {
     }
     headers
 }
+
+#[cfg(test)]
+#[path = "outbound_tests.rs"]
+mod tests;
