@@ -43,6 +43,8 @@ pub enum ConnectionError {
     Hbone(#[from] mesh_hbone::server::ServeError),
     #[error("reading the original destination: {0}")]
     OriginalDestination(#[source] io::Error),
+    #[error("reading the local address: {0}")]
+    LocalAddress(#[source] io::Error),
     #[error("no workload at {0}")]
     NoWorkload(SocketAddr),
     #[error("denied: {0}")]
@@ -128,6 +130,7 @@ impl PodListeners {
         peer: SocketAddr,
     ) -> Result<(), ConnectionError> {
         let node = &self.node;
+        let local = stream.local_addr().map_err(ConnectionError::LocalAddress)?;
         let contexts = node.tls.for_identity(&self.pod.identity).await?;
         let trust_domains = vec![self.pod.identity.trust_domain().to_owned()];
         let (tls_stream, identity) = tls::accept(
@@ -144,7 +147,8 @@ impl PodListeners {
             Peer { identity, address: peer },
             upstream,
             Arc::clone(&node.outbound.metrics),
-        );
+        )
+        .only_to(local.ip());
         Ok(serve_connection(tls_stream, node.h2, Arc::new(inbound)).await?)
     }
 

@@ -12,7 +12,8 @@
 //! 15008 terminates mTLS with the pod's own certificate (one listener per
 //! pod, so the pod's identity is the server identity), accepts any client
 //! of the pod's trust domain and serves HBONE with
-//! [`crate::proxy::InboundTunnels`]; the application connection is made
+//! [`crate::proxy::InboundTunnels`], limited to tunnels whose target is the
+//! address the client dialled (the pod's own); the application connection is made
 //! from the pod, marked and bound (`IP_TRANSPARENT`) to the client's
 //! address, so the application sees the real source. 15006 applies L4
 //! policy to a plaintext (identity-less) client and closes denied

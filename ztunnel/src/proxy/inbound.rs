@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use mesh_hbone::H2Stream;
@@ -44,6 +44,8 @@ pub struct InboundTunnels<U> {
     peer: Peer,
     upstream: Arc<U>,
     metrics: SharedMetrics,
+    /// When set, the only IP tunnels may target (see [`Self::only_to`]).
+    local_ip: Option<IpAddr>,
 }
 
 impl<U> std::fmt::Debug for InboundTunnels<U> {
@@ -63,7 +65,16 @@ impl<U: Upstream> InboundTunnels<U> {
         upstream: Arc<U>,
         metrics: SharedMetrics,
     ) -> Self {
-        Self { state, network: network.into(), peer, upstream, metrics }
+        Self { state, network: network.into(), peer, upstream, metrics, local_ip: None }
+    }
+
+    /// Refuses (400) tunnels to any IP but `ip`: the address the client
+    /// dialled. An in-pod listener serves one pod, and the application
+    /// connection is made from that pod's namespace past its capture rules;
+    /// without this a client could use the pod to reach other addresses.
+    pub fn only_to(mut self, ip: IpAddr) -> Self {
+        self.local_ip = Some(ip);
+        self
     }
 
     /// Identities allowed to send traffic to a workload behind `waypoint`:
@@ -84,6 +95,11 @@ impl<U: Upstream> InboundTunnels<U> {
     /// applies. Returns the destination and whether the peer is its
     /// waypoint.
     fn admit(&self, target: SocketAddr) -> Result<(Arc<Workload>, bool), Refusal> {
+        if let Some(local) = self.local_ip.filter(|ip| *ip != target.ip()) {
+            return Err(Refusal::BadRequest(format!(
+                "target {target} is not this pod's address {local}"
+            )));
+        }
         let destination = self
             .state
             .read()
