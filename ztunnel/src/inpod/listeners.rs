@@ -45,7 +45,7 @@ pub enum ConnectionError {
     OriginalDestination(#[source] io::Error),
     #[error("reading the local address: {0}")]
     LocalAddress(#[source] io::Error),
-    #[error("no workload at {0}")]
+    #[error("{0} is not an address of this pod's workload")]
     NoWorkload(SocketAddr),
     #[error("denied: {0}")]
     Denied(String),
@@ -152,8 +152,10 @@ impl PodListeners {
         Ok(serve_connection(tls_stream, node.h2, Arc::new(inbound)).await?)
     }
 
-    /// Plaintext to a captured pod: policy without an identity; denied or
-    /// unknown destinations are closed.
+    /// Plaintext to a captured pod: policy without an identity; denied
+    /// connections, and any whose original destination is not this pod
+    /// (REDIRECT in the pod's PREROUTING would capture packets for any
+    /// address that reach it), are closed.
     async fn serve_plaintext(
         &self,
         stream: TcpStream,
@@ -170,6 +172,7 @@ impl PodListeners {
             let s = state.read();
             let destination = s
                 .workload_by_ip(network, original.ip())
+                .filter(|w| w.uid == self.pod.uid)
                 .ok_or(ConnectionError::NoWorkload(original))?;
             (destination, s.workload_by_ip(network, peer.ip()))
         };
