@@ -101,6 +101,15 @@ impl PodProxies {
         let hbone = sockets.listen(any(HBONE_PORT)).await.map_err(sockets_error)?;
         let plaintext = sockets.listen(any(INBOUND_PLAINTEXT_PORT)).await.map_err(sockets_error)?;
         let (stop_tx, stop) = watch::channel(());
+        // Fetch the pod's certificate now rather than on its first
+        // connection (upstream prefetches identities of the node's pods).
+        let (tls, identity, pod_uid) =
+            (Arc::clone(&self.node.tls), pod.identity.clone(), uid.to_owned());
+        spawn_until(stop.clone(), async move {
+            if let Err(e) = tls.for_identity(&identity).await {
+                tracing::warn!(pod = pod_uid, %identity, error = %e, "prefetching the certificate");
+            }
+        });
         let listeners = Arc::new(PodListeners {
             node: Arc::clone(&self.node),
             pod,

@@ -122,7 +122,11 @@ fn marked_socket(target: SocketAddr, source: Option<IpAddr>) -> io::Result<std::
     )?;
     set_mark(&socket, PROXY_MARK)?;
     if let Some(ip) = source {
-        set_transparent(&socket)?;
+        if target.is_ipv6() {
+            socket.set_ip_transparent_v6(true)?;
+        } else {
+            set_transparent(&socket)?;
+        }
         socket.bind(&SocketAddr::new(ip, 0).into())?;
     }
     socket.set_nonblocking(true)?;

@@ -18,8 +18,8 @@
 //! waypoint's identity, with the original destination as the CONNECT
 //! target. The waypoint itself is never sent to itself.
 //!
-//! Not yet: double HBONE through network gateways, IPv6 transparent
-//! sockets.
+//! Not yet: double HBONE through network gateways; IPv6 capture (the pod
+//! listeners are bound on IPv4 only).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
