@@ -73,6 +73,8 @@ pub(crate) struct NodeProxy {
 #[derive(Debug)]
 struct Pod {
     _stop: watch::Sender<()>,
+    /// The workload uid its pooled HBONE connections are keyed by.
+    workload_uid: String,
 }
 
 /// The in-pod proxies of one node, by pod uid.
@@ -103,6 +105,7 @@ impl PodProxies {
         let (stop_tx, stop) = watch::channel(());
         // Fetch the pod's certificate now rather than on its first
         // connection (upstream prefetches identities of the node's pods).
+        let workload_uid = pod.uid.clone();
         let (tls, identity, pod_uid) =
             (Arc::clone(&self.node.tls), pod.identity.clone(), uid.to_owned());
         spawn_until(stop.clone(), async move {
@@ -123,18 +126,19 @@ impl PodProxies {
         self.pods
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(uid.to_owned(), Pod { _stop: stop_tx });
+            .insert(uid.to_owned(), Pod { _stop: stop_tx, workload_uid });
         Ok(())
     }
 
-    /// Stops proxying for `uid`: its listeners close and its connections
-    /// are dropped. Returns whether the pod was known.
+    /// Stops proxying for `uid`: its listeners close, its connections are
+    /// dropped, and its pooled HBONE connections are forgotten (each closes
+    /// as its last stream ends). Returns whether the pod was known.
     pub fn remove(&self, uid: &str) -> bool {
         let removed = self.pods.lock().unwrap_or_else(PoisonError::into_inner).remove(uid);
-        if removed.is_some() {
-            tracing::info!(pod = uid, "pod removed");
-        }
-        removed.is_some()
+        let Some(pod) = removed else { return false };
+        let pooled = self.node.outbound.pool.retain(|key| key.source_pod != pod.workload_uid);
+        tracing::info!(pod = uid, pooled, "pod removed");
+        true
     }
 
     /// Uids of the enrolled pods.

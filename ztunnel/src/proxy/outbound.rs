@@ -47,6 +47,9 @@ pub const HBONE_PORT: u16 = 15008;
 /// What HBONE connections are shared by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
+    /// The workload uid of the pod whose namespace the connection was
+    /// dialled from, so that its connections can be dropped when it leaves.
+    pub source_pod: String,
     pub source_identity: Identity,
     pub destination_identity: Identity,
     pub source_ip: IpAddr,
@@ -172,6 +175,7 @@ impl OutboundProxy {
     ) -> Result<mesh_hbone::H2Stream, OutboundError> {
         let contexts = self.tls.for_identity(&source.identity).await?;
         let key = PoolKey {
+            source_pod: source.uid.clone(),
             source_identity: source.identity.clone(),
             destination_identity: destination.identity.clone(),
             source_ip: client_ip,

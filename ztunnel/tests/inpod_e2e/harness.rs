@@ -27,7 +27,7 @@ use mesh_proto::workload as pb;
 use mesh_test_support::{LeafSpec, TestCa};
 use prometheus_client::registry::Registry;
 use ztunnel::inpod::{PodProxies, PodWorkload};
-use ztunnel::proxy::{OutboundProxy, TcpMetrics};
+use ztunnel::proxy::{HbonePool, OutboundProxy, TcpMetrics};
 use ztunnel::state::StateHandle;
 
 pub(crate) const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
@@ -123,6 +123,7 @@ fn insert(state: &StateHandle, name: &str, address: pb::address::Type) {
 /// One node's in-process ztunnel.
 pub(crate) struct Node {
     pub(crate) proxies: PodProxies,
+    pub(crate) pool: Arc<HbonePool>,
     pub(crate) state: StateHandle,
     registry: Registry,
 }
@@ -151,6 +152,7 @@ impl Node {
         let manager =
             CertificateManager::new(CaProvider(Arc::clone(ca)), manager::Config::default())
                 .unwrap();
+        let pool = Arc::new(Pool::new(H2Settings::default(), Duration::from_secs(300)));
         let metrics = Arc::new(TcpMetrics::default());
         let mut registry = Registry::with_prefix("istio");
         metrics.register(&mut registry);
@@ -158,10 +160,10 @@ impl Node {
             state: state.clone(),
             network: String::new(),
             tls: Arc::new(TlsContexts::new(manager, TlsSettings::default())),
-            pool: Arc::new(Pool::new(H2Settings::default(), Duration::from_secs(300))),
+            pool: Arc::clone(&pool),
             metrics,
         };
-        Self { proxies: PodProxies::new(outbound, H2Settings::default()), state, registry }
+        Self { proxies: PodProxies::new(outbound, H2Settings::default()), pool, state, registry }
     }
 
     async fn enroll(&self, pod: &PodHandle, spiffe: &str) {

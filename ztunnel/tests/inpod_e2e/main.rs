@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use harness::*;
 use mesh_proto::security as sec;
+use ztunnel::proxy::PoolKey;
 
 fn prefix(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 100_000)
@@ -93,7 +94,17 @@ async fn removing_a_pod_closes_its_open_connections() {
     // The tunnel is up end to end once node b has counted it.
     mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
 
+    let key = PoolKey {
+        source_pod: uid("client"),
+        source_identity: CLIENT_ID.parse().unwrap(),
+        destination_identity: SERVER_ID.parse().unwrap(),
+        source_ip: IpAddr::V4(mesh.client.ip),
+        destination_ip: IpAddr::V4(mesh.server.ip),
+    };
+    assert_eq!(mesh.a.pool.connection_count(&key), 1, "one pooled HBONE connection");
+
     assert!(mesh.a.proxies.remove(&uid("client")));
+    assert_eq!(mesh.a.pool.connection_count(&key), 0, "the pod's pooled connections are dropped");
     let got = tokio::task::spawn_blocking(move || {
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).map(|_| buf)
