@@ -270,6 +270,23 @@ pub(crate) fn echo_once(
     (listener, handle)
 }
 
+/// An app listening on `port` in `pod` that echoes every connection (each
+/// until the client's half-close) on its own thread.
+pub(crate) fn echo_all(pod: &PodHandle, port: u16) {
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let listener = pod.netns().unwrap().run(move || TcpListener::bind(addr)).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                conn.read_to_end(&mut buf).unwrap();
+                conn.write_all(&buf).unwrap();
+            });
+        }
+    });
+}
+
 /// A plain socket in `pod` connected to `target`: no proxy settings.
 pub(crate) fn connect_from(pod: &PodHandle, target: SocketAddr) -> std::io::Result<TcpStream> {
     let stream = pod
@@ -285,12 +302,12 @@ pub(crate) fn connect_from(pod: &PodHandle, target: SocketAddr) -> std::io::Resu
 pub(crate) async fn roundtrip(
     pod: &PodHandle,
     target: SocketAddr,
-    payload: &'static [u8],
+    payload: impl AsRef<[u8]> + Send + 'static,
 ) -> Vec<u8> {
     let pod = pod.clone();
     tokio::task::spawn_blocking(move || {
         let mut stream = connect_from(&pod, target).unwrap();
-        stream.write_all(payload).unwrap();
+        stream.write_all(payload.as_ref()).unwrap();
         stream.shutdown(std::net::Shutdown::Write).unwrap();
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).unwrap();

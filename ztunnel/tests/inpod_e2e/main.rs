@@ -79,6 +79,34 @@ async fn client_pod_reaches_server_pod_over_hbone_with_its_own_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connections_share_one_hbone_connection() {
+    let mesh = mesh(&prefix("ic")).await;
+    echo_all(&mesh.server, APP_PORT);
+    let target = SocketAddr::from((mesh.server.ip, APP_PORT));
+    let mut sessions = tokio::task::JoinSet::new();
+    for i in 0..16u8 {
+        // 256 KiB each: more than the HTTP/2 default windows, less than ours.
+        let payload: Vec<u8> = (0..256 * 1024u32).map(|j| (j % 251) as u8 ^ i).collect();
+        let client = mesh.client.clone();
+        sessions.spawn(async move { roundtrip(&client, target, payload.clone()).await == payload });
+    }
+    while let Some(same) = sessions.join_next().await {
+        assert!(same.unwrap(), "every session gets its own bytes back");
+    }
+    let key = PoolKey {
+        source_pod: uid("client"),
+        source_identity: CLIENT_ID.parse().unwrap(),
+        destination_identity: SERVER_ID.parse().unwrap(),
+        source_ip: IpAddr::V4(mesh.client.ip),
+        destination_ip: IpAddr::V4(mesh.server.ip),
+    };
+    assert_eq!(mesh.a.pool.connection_count(&key), 1);
+    let opened =
+        mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
+    assert!(opened.ends_with(" 16"), "{opened}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_pod_closes_its_open_connections() {
     let mesh = mesh(&prefix("ir")).await;
     let (_listener, _app) = echo_once(&mesh.server, APP_PORT);
