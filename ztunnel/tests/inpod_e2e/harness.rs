@@ -166,9 +166,9 @@ impl Node {
         Self { proxies: PodProxies::new(outbound, H2Settings::default()), pool, state, registry }
     }
 
-    async fn enroll(&self, pod: &PodHandle, spiffe: &str) {
+    async fn enroll(&self, pod: &PodHandle, spiffe: &str, backend: Backend) {
         let netns = pod.netns().unwrap();
-        Backend::Iptables.apply(&netns, &CaptureConfig::default()).unwrap();
+        backend.apply(&netns, &CaptureConfig::default()).unwrap();
         let workload = PodWorkload { uid: uid(&pod.name), identity: spiffe.parse().unwrap() };
         self.proxies.add(&uid(&pod.name), workload, &netns).await.unwrap();
     }
@@ -223,7 +223,14 @@ impl Mesh {
     }
 }
 
+/// [`mesh_with`] the iptables backend.
 pub(crate) async fn mesh(prefix: &str) -> Mesh {
+    mesh_with(prefix, Backend::Iptables).await
+}
+
+/// Builds the topology and enrolls the client and server pods, their
+/// capture rules installed with `backend`.
+pub(crate) async fn mesh_with(prefix: &str, backend: Backend) -> Mesh {
     require_root().expect("this test needs root: run the suite as root (CI does)");
     let nodes = vec![NodeSpec { name: "a".into() }, NodeSpec { name: "b".into() }];
     let pod = |node: &str, name: &str| PodSpec {
@@ -245,8 +252,8 @@ pub(crate) async fn mesh(prefix: &str) -> Mesh {
     let ca = Arc::new(TestCa::root("mesh e2e").unwrap());
     let a = Node::new(&ca, [&client, &server, &waypoint]);
     let b = Node::new(&ca, [&client, &server, &waypoint]);
-    a.enroll(&client, CLIENT_ID).await;
-    b.enroll(&server, SERVER_ID).await;
+    a.enroll(&client, CLIENT_ID, backend).await;
+    b.enroll(&server, SERVER_ID, backend).await;
     Mesh { topology, ca, waypoint, client, server, legacy, outside, a, b }
 }
 
@@ -312,6 +319,29 @@ pub(crate) async fn roundtrip(
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).unwrap();
         buf
+    })
+    .await
+    .unwrap()
+}
+
+/// Sends `payload` from `pod` to `target` and reads until the connection
+/// ends; returns what came back. A reset counts as the end (the far side
+/// closed with our bytes unread); a read timeout fails.
+pub(crate) async fn until_closed(
+    pod: &PodHandle,
+    target: SocketAddr,
+    payload: &'static [u8],
+) -> Vec<u8> {
+    let pod = pod.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = connect_from(&pod, target).unwrap();
+        let _ = stream.write_all(payload);
+        let mut buf = Vec::new();
+        match stream.read_to_end(&mut buf) {
+            Ok(_) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => buf,
+            Err(e) => panic!("expected the connection to be closed, got {e}"),
+        }
     })
     .await
     .unwrap()

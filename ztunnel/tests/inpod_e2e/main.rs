@@ -216,16 +216,17 @@ fn deny_client() -> mesh_model::Authorization {
             "cluster.local/ns/default/sa/client".into(),
         )),
     };
+    deny(sec::Match { principals: vec![principal], ..Default::default() })
+}
+
+/// A namespace-wide DENY policy with one match.
+fn deny(m: sec::Match) -> mesh_model::Authorization {
     let policy = sec::Authorization {
         name: "deny-client".into(),
         namespace: "default".into(),
         scope: sec::Scope::Namespace as i32,
         action: sec::Action::Deny as i32,
-        rules: vec![sec::Rule {
-            clauses: vec![sec::Clause {
-                matches: vec![sec::Match { principals: vec![principal], ..Default::default() }],
-            }],
-        }],
+        rules: vec![sec::Rule { clauses: vec![sec::Clause { matches: vec![m] }] }],
         ..Default::default()
     };
     mesh_model::Authorization::try_from(policy).unwrap()
@@ -241,19 +242,7 @@ async fn denied_client_is_closed_without_data() {
     let (listener, _app) = echo_once(&mesh.server, APP_PORT);
 
     let target = SocketAddr::from((mesh.server.ip, APP_PORT));
-    let client = mesh.client.clone();
-    let got = tokio::task::spawn_blocking(move || {
-        let mut stream = connect_from(&client, target).unwrap();
-        let _ = stream.write_all(b"let me in");
-        let mut buf = Vec::new();
-        match stream.read_to_end(&mut buf) {
-            Ok(_) => buf,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => buf,
-            Err(e) => panic!("expected the connection to be closed, got {e}"),
-        }
-    })
-    .await
-    .unwrap();
+    let got = until_closed(&mesh.client, target, b"let me in").await;
     assert!(got.is_empty(), "no data for a denied client: {got:?}");
     listener.set_nonblocking(true).unwrap();
     assert_eq!(
@@ -266,4 +255,31 @@ async fn denied_client_is_closed_without_data() {
     assert_eq!(forwarded_packets(&node_b, mesh.server.ip, APP_PORT), 0);
     let refused = mesh.b.metrics();
     assert!(!refused.contains("istio_tcp_connections_opened_total{"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_plaintext_client_is_closed_on_15006() {
+    let mesh = mesh(&prefix("iq")).await;
+    let legacy = sec::Address { address: mesh.legacy.ip.octets().to_vec(), length: 32 };
+    mesh.b.state.write(|s| {
+        s.insert_policy(deny(sec::Match { source_ips: vec![legacy], ..Default::default() }))
+    });
+    let (listener, _app) = echo_once(&mesh.server, APP_PORT);
+    let target = SocketAddr::from((mesh.server.ip, APP_PORT));
+    assert!(until_closed(&mesh.legacy, target, b"hello?").await.is_empty(), "closed, no data");
+    listener.set_nonblocking(true).unwrap();
+    assert_eq!(listener.accept().map(drop).unwrap_err().kind(), ErrorKind::WouldBlock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nftables_backend_carries_the_same_path() {
+    let mesh = mesh_with(&prefix("in"), mesh_cni::Backend::Nftables).await;
+    let (_listener, app) = echo_once(&mesh.server, APP_PORT);
+    let target = SocketAddr::from((mesh.server.ip, APP_PORT));
+    assert_eq!(roundtrip(&mesh.client, target, b"over nft").await, b"over nft");
+    assert_eq!(peer_of(app).await.ip(), IpAddr::V4(mesh.client.ip));
+    let inbound =
+        mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
+    assert!(inbound.contains("connection_security_policy=\"mutual_tls\""), "{inbound}");
+    assert!(inbound.contains(&format!("source_principal=\"{CLIENT_ID}\"")), "{inbound}");
 }
