@@ -5,6 +5,9 @@
 //! - [`iptables`] and [`nftables`]: applying and removing it inside a pod's
 //!   namespace, with `iptables-restore` or natively with `nft -f` (table
 //!   `inet mesh`); [`Backend`] picks one.
+//! - [`routes`]: the policy routing (`fwmark 0x111 -> table 100`, local
+//!   default route) that delivers replies to ztunnel's transparent sockets
+//!   in the pod; applied and removed with the rules by both backends.
 //! - [`zds`]: the ZDS hand-off of pods (and their netns fds) to the node
 //!   proxy, both the proxy's server and the agent's client.
 #![forbid(unsafe_code)]
@@ -12,6 +15,7 @@
 mod exec;
 pub mod iptables;
 pub mod nftables;
+pub mod routes;
 pub mod rules;
 pub mod zds;
 
@@ -31,22 +35,26 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Installs (or refreshes) the capture rules in `netns`. Idempotent.
+    /// Installs (or refreshes) the capture rules and the policy routing
+    /// ([`routes`]) in `netns`. Idempotent.
     pub fn apply(self, netns: &Netns, cfg: &CaptureConfig) -> Result<(), CommandError> {
         match self {
-            Self::Iptables => IpFamily::wanted(cfg)
-                .iter()
-                .try_for_each(|family| iptables::apply(netns, &RuleSet::for_family(cfg, *family))),
-            Self::Nftables => nftables::apply(netns, cfg),
+            Self::Iptables => IpFamily::wanted(cfg).iter().try_for_each(|family| {
+                iptables::apply(netns, &RuleSet::for_family(cfg, *family))
+            })?,
+            Self::Nftables => nftables::apply(netns, cfg)?,
         }
+        routes::apply(netns, cfg)
     }
 
-    /// Removes every trace of the capture rules from `netns`.
-    pub fn remove(self, netns: &Netns) -> Result<(), CommandError> {
+    /// Removes every trace of the capture rules and the policy routing
+    /// (for `cfg`'s marks) from `netns`.
+    pub fn remove(self, netns: &Netns, cfg: &CaptureConfig) -> Result<(), CommandError> {
         match self {
-            Self::Iptables => iptables::remove(netns),
-            Self::Nftables => nftables::remove(netns),
+            Self::Iptables => iptables::remove(netns)?,
+            Self::Nftables => nftables::remove(netns)?,
         }
+        routes::remove(netns, cfg)
     }
 
     /// Whether any of our rules are installed in `netns`.

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use mesh_cni::{Backend, CaptureConfig, RuleSet, iptables, nftables, rules};
+use mesh_cni::{Backend, CaptureConfig, RuleSet, iptables, nftables, routes, rules};
 use mesh_netns::socket::{PROXY_MARK, bind_reusable, original_destination, set_mark};
 use mesh_netns::{NodeSpec, PodHandle, PodSpec, Topology, require_root};
 
@@ -124,6 +124,14 @@ fn nftables_rules_redirect_capture_and_remove_cleanly() {
     assert!(Topology::leftovers(&prefix).is_empty());
 }
 
+/// `ip -n <pod> args...`'s stdout; the command must succeed.
+fn ip_out(pod: &PodHandle, args: &[&str]) -> String {
+    let out =
+        std::process::Command::new("ip").args(["-n", &pod.netns_name]).args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// With `backend`'s rules installed in the client pod: checks capture,
 /// bypass and exemptions, then removes the rules and checks direct traffic.
 fn exercise(topology: &Topology, backend: Backend) {
@@ -131,6 +139,21 @@ fn exercise(topology: &Topology, backend: Backend) {
     let server = topology.pod("default", "server").unwrap().clone();
     let client_ns = client.netns().unwrap();
     assert!(backend.installed(&client_ns).unwrap());
+    // Policy routing for transparent sockets, once per family even after
+    // repeated applies.
+    let cfg = CaptureConfig::default();
+    backend.apply(&client_ns, &cfg).unwrap();
+    assert!(routes::installed(&client_ns, &cfg).unwrap());
+    for family in ["-4", "-6"] {
+        let rules = ip_out(&client, &[family, "rule", "show"]);
+        assert_eq!(
+            rules.matches("32764:\tfrom all fwmark 0x111/0xfff lookup 100").count(),
+            1,
+            "{family}: {rules}"
+        );
+        let table = ip_out(&client, &[family, "route", "show", "table", "100"]);
+        assert!(table.contains("local default dev lo"), "{family}: {table}");
+    }
 
     let outbound = listen(&client, 15001);
     let inbound = listen(&client, 15006);
@@ -197,8 +220,13 @@ fn exercise(topology: &Topology, backend: Backend) {
     assert_eq!(dns.unwrap(), b"query");
 
     // Removal restores direct traffic.
-    backend.remove(&client_ns).unwrap();
+    backend.remove(&client_ns, &cfg).unwrap();
     assert!(!backend.installed(&client_ns).unwrap());
+    assert!(!routes::installed(&client_ns, &cfg).unwrap());
+    for family in ["-4", "-6"] {
+        let rules = ip_out(&client, &[family, "rule", "show"]);
+        assert!(!rules.contains("lookup 100"), "{family}: {rules}");
+    }
     let _c = connect(&client, server_app, false).unwrap();
     accept(&app).expect("direct outbound after removal");
     assert!(nothing_pending(&outbound));
@@ -206,7 +234,7 @@ fn exercise(topology: &Topology, backend: Backend) {
     accept(&app_in_client).expect("direct inbound after removal");
     assert!(nothing_pending(&inbound));
     // Removing twice is fine.
-    backend.remove(&client_ns).unwrap();
+    backend.remove(&client_ns, &cfg).unwrap();
 }
 
 #[test]

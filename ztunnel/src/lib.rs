@@ -1,6 +1,6 @@
 //! ztunnel, the per-node zero-trust tunnel.
 //!
-//! Built so far, as pure synchronous modules without sockets:
+//! Built so far:
 //! - [`state`]: the proxy's store of workloads, services and L4 policies fed
 //!   by delta xDS ([`state::AddressHandler`], [`state::AuthorizationHandler`]),
 //!   with lookups by IP, VIP and uid, destination classification, waypoint
@@ -8,16 +8,24 @@
 //!   the admin config dump, and a shared [`state::StateHandle`].
 //! - [`policy`]: L4 authorization with Istio's semantics (DENY, then ALLOW,
 //!   dry-run reported but not enforced), for new and open connections.
-//!
 //! - [`proxy`]: the HBONE inbound handler (waypoint-only or L4 policy per
-//!   stream, application connection, byte accounting) and Istio's TCP
-//!   metrics and access log.
+//!   stream, application connection, byte accounting), the outbound proxy
+//!   (original destination, service/workload/waypoint routing, HBONE over
+//!   pooled mTLS HTTP/2 with `forwarded` and `baggage`, passthrough), and
+//!   Istio's TCP metrics and access log.
+//! - [`inpod`]: the in-pod data path. Per enrolled pod, a socket thread
+//!   inside its network namespace and listeners there: 15001 (outbound),
+//!   15008 (HBONE: mTLS with the pod's certificate, then the inbound
+//!   handler, application connection from the pod with the client's address
+//!   via `IP_TRANSPARENT`) and 15006 (plaintext inbound under L4 policy).
+//!   Tested end to end on a two-node namespace topology
+//!   (`tests/inpod_e2e/`).
 //!
-//! Planned: the capture listeners (15001, 15006, 15008, 15053) inside each
-//! enrolled pod's network namespace, the ZDS endpoint for the CNI agent, and
-//! the proxies that use the modules above.
+//! Planned: the DNS proxy (15053), the ZDS endpoint wiring pods into
+//! [`inpod::PodProxies`], and the binary.
 #![forbid(unsafe_code)]
 
+pub mod inpod;
 pub mod policy;
 pub mod proxy;
 pub mod state;

@@ -107,6 +107,24 @@ async fn tunnel(
     client_id: &str,
     target: SocketAddr,
 ) -> Result<mesh_hbone::H2Stream, ConnectError> {
+    tunnel_with(node, client_id, target, None).await
+}
+
+/// [`tunnel`] from the client identity to a listener serving only `pod`.
+async fn tunnel_only_to(
+    node: &Node,
+    pod: [u8; 4],
+    target: SocketAddr,
+) -> Result<mesh_hbone::H2Stream, ConnectError> {
+    tunnel_with(node, CLIENT, target, Some(IpAddr::from(pod))).await
+}
+
+async fn tunnel_with(
+    node: &Node,
+    client_id: &str,
+    target: SocketAddr,
+    only_to: Option<IpAddr>,
+) -> Result<mesh_hbone::H2Stream, ConnectError> {
     let (a, b) = tokio::io::duplex(1 << 20);
     let server_ctx = tls::server_context(&cert(&node.ca, SERVER), TlsSettings::default()).unwrap();
     let (trust, state, metrics) =
@@ -121,7 +139,10 @@ async fn tunnel(
         .await
         .unwrap();
         let peer = Peer { identity, address: SocketAddr::from((CLIENT_IP, 40000)) };
-        let inbound = InboundTunnels::new(state, "", peer, Arc::new(Plain), metrics);
+        let mut inbound = InboundTunnels::new(state, "", peer, Arc::new(Plain), metrics);
+        if let Some(ip) = only_to {
+            inbound = inbound.only_to(ip);
+        }
         let _ = serve_connection(stream, H2Settings::default(), Arc::new(inbound)).await;
     });
     let client_ctx =
@@ -239,4 +260,16 @@ async fn a_workload_behind_a_waypoint_only_accepts_the_waypoint() {
         "direct traffic refused"
     );
     assert!(tunnel(&node, WAYPOINT, node.app).await.is_ok(), "the waypoint gets through");
+}
+
+#[tokio::test]
+async fn a_pod_listener_refuses_targets_other_than_its_pod() {
+    let node = node().await;
+    let other = SocketAddr::new(IpAddr::from(CLIENT_IP), node.app.port());
+    let refused = tunnel_only_to(&node, SERVER_IP, other).await;
+    assert!(
+        matches!(refused, Err(ConnectError::Status(s)) if s == http::StatusCode::BAD_REQUEST),
+        "{refused:?}"
+    );
+    assert!(tunnel_only_to(&node, SERVER_IP, node.app).await.is_ok(), "its own pod is fine");
 }

@@ -220,6 +220,22 @@ impl<K: Hash + Eq + Clone> Pool<K> {
         best
     }
 
+    /// Forgets every connection whose key fails `keep`; returns how many
+    /// were dropped. Streams already open on them carry on; each connection
+    /// closes once its last stream ends.
+    pub fn retain(&self, keep: impl Fn(&K) -> bool) -> usize {
+        let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut dropped = 0;
+        connections.retain(|key, list| {
+            let kept = keep(key);
+            if !kept {
+                dropped += list.len();
+            }
+            kept
+        });
+        dropped
+    }
+
     /// Live connections for `key` (for tests and debug endpoints).
     pub fn connection_count(&self, key: &K) -> usize {
         let connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);

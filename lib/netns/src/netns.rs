@@ -96,4 +96,33 @@ impl Netns {
             handle.join().map_err(|_| NetnsError::Panicked { path: path.clone() })?
         })
     }
+
+    /// Spawns a long-lived thread named `name` that enters this namespace
+    /// and then runs `f` (for example a loop serving socket requests). The
+    /// thread's result is `Err` if entering failed.
+    pub fn spawn<F, T>(
+        &self,
+        name: &str,
+        f: F,
+    ) -> Result<std::thread::JoinHandle<Result<T, NetnsError>>, NetnsError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let path = self.path.clone();
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|source| NetnsError::Open { path: path.clone(), source })?;
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|source| NetnsError::Enter { path: thread_path, source })?;
+                drop(file);
+                Ok(f())
+            })
+            .map_err(|source| NetnsError::Spawn { path, source })
+    }
 }

@@ -87,3 +87,32 @@ fn unknown_node_is_an_error_and_cleans_up() {
     assert!(err.to_string().contains("unknown node \"nope\""), "{err}");
     assert!(Topology::leftovers(&prefix).is_empty(), "a failed build leaves nothing behind");
 }
+
+#[test]
+fn a_spawned_thread_stays_in_the_pod_namespace() {
+    require_root().expect("this test needs root: run the suite as root (CI does)");
+    let prefix = format!("ms{}", std::process::id() % 100_000);
+    let (nodes, pods) = two_nodes_two_pods();
+    let topology = Topology::build(&prefix, &nodes, &pods).unwrap();
+    let pod = topology.pod("default", "client").unwrap().clone();
+    let (jobs, queue) = std::sync::mpsc::channel::<u16>();
+    let (answers, results) = std::sync::mpsc::channel();
+    let thread = pod
+        .netns()
+        .unwrap()
+        .spawn("binder", move || {
+            // Only the pod's namespace has the pod's address.
+            for port in queue {
+                answers.send(TcpListener::bind((pod.ip, port)).map(|l| l.local_addr())).unwrap();
+            }
+        })
+        .unwrap();
+    for port in [18080, 18081] {
+        jobs.send(port).unwrap();
+        assert_eq!(results.recv().unwrap().unwrap().unwrap().port(), port);
+    }
+    drop(jobs);
+    thread.join().unwrap().unwrap();
+    // The test's own thread is not in the pod.
+    assert!(TcpListener::bind((topology.pod("default", "client").unwrap().ip, 18082)).is_err());
+}

@@ -2,10 +2,11 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use mesh_hbone::H2Stream;
+use mesh_hbone::headers::parse_forwarded_for;
 use mesh_hbone::server::{ConnectRequest, Inbound, Refusal};
 use mesh_model::{GatewayDestination, Identity, Workload};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -43,6 +44,8 @@ pub struct InboundTunnels<U> {
     peer: Peer,
     upstream: Arc<U>,
     metrics: SharedMetrics,
+    /// When set, the only IP tunnels may target (see [`Self::only_to`]).
+    local_ip: Option<IpAddr>,
 }
 
 impl<U> std::fmt::Debug for InboundTunnels<U> {
@@ -62,7 +65,16 @@ impl<U: Upstream> InboundTunnels<U> {
         upstream: Arc<U>,
         metrics: SharedMetrics,
     ) -> Self {
-        Self { state, network: network.into(), peer, upstream, metrics }
+        Self { state, network: network.into(), peer, upstream, metrics, local_ip: None }
+    }
+
+    /// Refuses (400) tunnels to any IP but `ip`: the address the client
+    /// dialled. An in-pod listener serves one pod, and the application
+    /// connection is made from that pod's namespace past its capture rules;
+    /// without this a client could use the pod to reach other addresses.
+    pub fn only_to(mut self, ip: IpAddr) -> Self {
+        self.local_ip = Some(ip);
+        self
     }
 
     /// Identities allowed to send traffic to a workload behind `waypoint`:
@@ -79,19 +91,24 @@ impl<U: Upstream> InboundTunnels<U> {
     }
 
     /// Decides on one stream: the target must be a known workload; if it has
-    /// a waypoint only the waypoint may reach it; otherwise L4 policy applies.
-    fn admit(&self, target: SocketAddr) -> Result<(Arc<Workload>, Option<Arc<Workload>>), Refusal> {
-        let (destination, source) = {
-            let state = self.state.read();
-            let destination = state
-                .workload_by_ip(&self.network, target.ip())
-                .ok_or_else(|| Refusal::Unavailable(format!("no workload at {target}")))?;
-            (destination, state.workload_by_ip(&self.network, self.peer.address.ip()))
-        };
+    /// a waypoint only the waypoint may reach it; otherwise L4 policy
+    /// applies. Returns the destination and whether the peer is its
+    /// waypoint.
+    fn admit(&self, target: SocketAddr) -> Result<(Arc<Workload>, bool), Refusal> {
+        if let Some(local) = self.local_ip.filter(|ip| *ip != target.ip()) {
+            return Err(Refusal::BadRequest(format!(
+                "target {target} is not this pod's address {local}"
+            )));
+        }
+        let destination = self
+            .state
+            .read()
+            .workload_by_ip(&self.network, target.ip())
+            .ok_or_else(|| Refusal::Unavailable(format!("no workload at {target}")))?;
         if let Some(waypoint) = &destination.waypoint {
             let allowed = self.waypoint_identities(&waypoint.destination);
             if allowed.contains(&self.peer.identity) {
-                return Ok((destination, source));
+                return Ok((destination, true));
             }
             return Err(Refusal::Denied(format!(
                 "{} has a waypoint; {} must go through it",
@@ -106,7 +123,7 @@ impl<U: Upstream> InboundTunnels<U> {
             destination_workload: &destination,
         });
         if decision.allowed {
-            Ok((destination, source))
+            Ok((destination, false))
         } else {
             Err(Refusal::Denied(decision.reason.to_string()))
         }
@@ -144,10 +161,20 @@ impl<U: Upstream> Inbound for InboundTunnels<U> {
 
     async fn open(&self, request: ConnectRequest) -> Result<Self::Upstream, Refusal> {
         let span = self.access_span(request.target);
-        let (destination, source) = self.admit(request.target).inspect_err(|refusal| {
+        let (destination, from_waypoint) = self.admit(request.target).inspect_err(|refusal| {
             tracing::info!(target: "access", parent: &span, error = %refusal, "connection refused");
         })?;
-        let client = SocketAddr::new(self.peer.address.ip(), 0);
+        // From the destination's own waypoint (same trust domain, verified
+        // identity) the original client is trusted from `forwarded`, as
+        // upstream does; otherwise it is the connection's peer.
+        let client_ip = from_waypoint
+            .then(|| request.headers.get("forwarded"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_forwarded_for)
+            .unwrap_or_else(|| self.peer.address.ip());
+        let source = self.state.read().workload_by_ip(&self.network, client_ip);
+        let client = SocketAddr::new(client_ip, 0);
         let upstream =
             self.upstream.connect(client, request.target).await.map_err(|e| {
                 Refusal::Unavailable(format!("connecting to {}: {e}", request.target))

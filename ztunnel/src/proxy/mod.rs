@@ -4,11 +4,19 @@
 //!   connection gets an [`inbound::InboundTunnels`] that knows the peer's
 //!   verified identity and address; per CONNECT stream it finds the target
 //!   workload, enforces "only through the waypoint" or L4 policy, opens the
-//!   application connection and carries the bytes.
+//!   application connection (from the client's address; for tunnels from
+//!   the waypoint, the one in its `forwarded` header) and carries the bytes.
+//! - [`outbound`]: the source side. A connection captured on a pod's 15001
+//!   goes to its original destination: HBONE (mTLS to the destination pod's
+//!   15008, pooled HTTP/2, CONNECT with `forwarded` and `baggage`) for mesh
+//!   workloads, through the waypoint when the destination has one, plain
+//!   TCP otherwise.
 //! - [`metrics`]: Istio's TCP metrics and the access log.
 
 pub mod inbound;
 pub mod metrics;
+pub mod outbound;
 
 pub use inbound::{InboundTunnels, Peer, Upstream};
-pub use metrics::{ConnectionLabels, TcpMetrics};
+pub use metrics::{ConnectionLabels, Reporter, SharedMetrics, TcpMetrics};
+pub use outbound::{HbonePool, OutboundProxy, PoolKey};

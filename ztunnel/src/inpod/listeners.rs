@@ -1,0 +1,199 @@
+//! The accept loops of one pod: outbound (15001), HBONE (15008) and
+//! plaintext inbound (15006). Each connection gets its own task that ends
+//! with the connection or when the pod is removed.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mesh_hbone::server::serve_connection;
+use mesh_identity::tls;
+use mesh_identity::verify::PeerPolicy;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::sockets::{PodSockets, SocketError};
+use super::{NodeProxy, PodWorkload};
+use crate::policy::ConnectionInfo;
+use crate::proxy::{ConnectionLabels, InboundTunnels, Peer, Upstream, metrics::Reporter};
+
+/// Runs `work` until it ends or the pod's stop signal fires (its sender is
+/// dropped).
+pub(super) fn spawn_until<F>(mut stop: watch::Receiver<()>, work: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.changed() => {}
+            () = work => {}
+        }
+    });
+}
+
+/// Why an inbound connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("TLS contexts for the pod: {0}")]
+    Certificate(#[from] mesh_identity::contexts::ContextError),
+    #[error("TLS handshake: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("serving HBONE: {0}")]
+    Hbone(#[from] mesh_hbone::server::ServeError),
+    #[error("reading the original destination: {0}")]
+    OriginalDestination(#[source] io::Error),
+    #[error("reading the local address: {0}")]
+    LocalAddress(#[source] io::Error),
+    #[error("{0} is not an address of this pod's workload")]
+    NoWorkload(SocketAddr),
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("copying: {0}")]
+    Copy(#[source] io::Error),
+}
+
+/// Opens application connections from inside the pod, marked and bound to
+/// the client's address.
+#[derive(Debug)]
+struct PodUpstream {
+    sockets: PodSockets,
+}
+
+impl Upstream for PodUpstream {
+    type Stream = TcpStream;
+
+    async fn connect(&self, source: SocketAddr, target: SocketAddr) -> io::Result<TcpStream> {
+        self.sockets.connect(target, Some(source.ip())).await.map_err(io::Error::other)
+    }
+}
+
+/// One pod's listeners, accepted until the pod goes away.
+pub(super) struct PodListeners {
+    pub(super) node: Arc<NodeProxy>,
+    pub(super) pod: PodWorkload,
+    pub(super) sockets: PodSockets,
+    pub(super) stop: watch::Receiver<()>,
+}
+
+impl PodListeners {
+    pub(super) async fn outbound(self: Arc<Self>, listener: TcpListener) {
+        self.accept_loop(listener, "outbound", |me, stream, _| async move {
+            if let Err(e) = me.node.outbound.handle(&me.sockets, &me.pod.uid, stream).await {
+                tracing::info!(pod = %me.pod.uid, error = %e, "outbound connection failed");
+            }
+        })
+        .await;
+    }
+
+    pub(super) async fn hbone(self: Arc<Self>, listener: TcpListener) {
+        self.accept_loop(listener, "hbone", |me, stream, peer| async move {
+            if let Err(e) = me.serve_hbone(stream, peer).await {
+                tracing::info!(pod = %me.pod.uid, %peer, error = %e, "HBONE connection failed");
+            }
+        })
+        .await;
+    }
+
+    pub(super) async fn plaintext(self: Arc<Self>, listener: TcpListener) {
+        self.accept_loop(listener, "plaintext", |me, stream, peer| async move {
+            if let Err(e) = me.serve_plaintext(stream, peer).await {
+                tracing::info!(pod = %me.pod.uid, %peer, error = %e, "plaintext inbound closed");
+            }
+        })
+        .await;
+    }
+
+    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, name: &str, handle: F)
+    where
+        F: Fn(Arc<Self>, TcpStream, SocketAddr) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    spawn_until(self.stop.clone(), handle(Arc::clone(&self), stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %self.pod.uid, listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve_hbone(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(), ConnectionError> {
+        let node = &self.node;
+        let local = stream.local_addr().map_err(ConnectionError::LocalAddress)?;
+        let contexts = node.tls.for_identity(&self.pod.identity).await?;
+        let trust_domains = vec![self.pod.identity.trust_domain().to_owned()];
+        let (tls_stream, identity) = tls::accept(
+            &contexts.server,
+            stream,
+            contexts.trust,
+            PeerPolicy::TrustDomains(trust_domains),
+        )
+        .await?;
+        let upstream = Arc::new(PodUpstream { sockets: self.sockets.clone() });
+        let inbound = InboundTunnels::new(
+            node.outbound.state.clone(),
+            node.outbound.network.clone(),
+            Peer { identity, address: peer },
+            upstream,
+            Arc::clone(&node.outbound.metrics),
+        )
+        .only_to(local.ip());
+        Ok(serve_connection(tls_stream, node.h2, Arc::new(inbound)).await?)
+    }
+
+    /// Plaintext to a captured pod: policy without an identity; denied
+    /// connections, and any whose original destination is not this pod
+    /// (REDIRECT in the pod's PREROUTING would capture packets for any
+    /// address that reach it), are closed.
+    async fn serve_plaintext(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(), ConnectionError> {
+        let std_stream = stream.into_std().map_err(ConnectionError::OriginalDestination)?;
+        let original = mesh_netns::socket::original_destination(&std_stream)
+            .map_err(ConnectionError::OriginalDestination)?;
+        let mut client =
+            TcpStream::from_std(std_stream).map_err(ConnectionError::OriginalDestination)?;
+        let state = &self.node.outbound.state;
+        let network = &self.node.outbound.network;
+        let (destination, source) = {
+            let s = state.read();
+            let destination = s
+                .workload_by_ip(network, original.ip())
+                .filter(|w| w.uid == self.pod.uid)
+                .ok_or(ConnectionError::NoWorkload(original))?;
+            (destination, s.workload_by_ip(network, peer.ip()))
+        };
+        let decision = state.read().authorize(&ConnectionInfo {
+            source_identity: None,
+            source_ip: peer.ip(),
+            destination_ip: original.ip(),
+            destination_port: original.port(),
+            destination_workload: &destination,
+        });
+        if !decision.allowed {
+            return Err(ConnectionError::Denied(decision.reason.to_string()));
+        }
+        let mut upstream = self.sockets.connect(original, Some(peer.ip())).await?;
+        let labels =
+            ConnectionLabels::new(Reporter::Destination, source.as_deref(), None, &destination);
+        let metrics = &self.node.outbound.metrics;
+        metrics.opened(&labels);
+        let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        let (received, sent) = copied.as_ref().map_or((0, 0), |c| *c);
+        metrics.closed(&labels, received, sent);
+        copied.map(drop).map_err(ConnectionError::Copy)
+    }
+}

@@ -1,0 +1,148 @@
+//! In-pod mode: ztunnel's listeners live inside each enrolled pod's network
+//! namespace (the CNI agent has installed rules there that send the pod's
+//! outbound TCP to 15001 and plaintext inbound to 15006, and let 15008
+//! through).
+//!
+//! - [`sockets`]: a socket factory per pod, a long-lived thread that has
+//!   entered the pod's namespace.
+//! - [`PodProxies`]: [`PodProxies::add`] binds 15001, 15006 and 15008 in
+//!   the pod and serves them; [`PodProxies::remove`] stops the listeners
+//!   and closes the pod's connections.
+//!
+//! 15008 terminates mTLS with the pod's own certificate (one listener per
+//! pod, so the pod's identity is the server identity), accepts any client
+//! of the pod's trust domain and serves HBONE with
+//! [`crate::proxy::InboundTunnels`], limited to tunnels whose target is the
+//! address the client dialled (the pod's own); the application connection is made
+//! from the pod, marked and bound (`IP_TRANSPARENT`) to the client's
+//! address, so the application sees the real source. 15006 applies L4
+//! policy to a plaintext (identity-less) client and closes denied
+//! connections.
+
+mod listeners;
+pub mod sockets;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use mesh_hbone::H2Settings;
+use mesh_identity::contexts::TlsContexts;
+use mesh_model::Identity;
+use mesh_netns::Netns;
+use tokio::sync::watch;
+
+pub use listeners::ConnectionError;
+use listeners::{PodListeners, spawn_until};
+use sockets::{PodSockets, SocketError};
+
+use crate::proxy::outbound::{HBONE_PORT, OutboundProxy};
+
+/// Outbound capture port inside each pod.
+pub const OUTBOUND_PORT: u16 = 15001;
+/// Plaintext inbound capture port inside each pod.
+pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
+
+/// The workload behind an enrolled pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodWorkload {
+    /// Its uid in the proxy state (`cluster/group/kind/ns/name/section`).
+    pub uid: String,
+    pub identity: Identity,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InpodError {
+    #[error("pod {uid}: {source}")]
+    Sockets {
+        uid: String,
+        #[source]
+        source: SocketError,
+    },
+}
+
+/// What all pods of a node share.
+#[derive(Debug)]
+pub(crate) struct NodeProxy {
+    pub(crate) outbound: OutboundProxy,
+    pub(crate) tls: Arc<TlsContexts>,
+    pub(crate) h2: H2Settings,
+}
+
+/// One enrolled pod: dropping `stop` ends its listeners and connections.
+#[derive(Debug)]
+struct Pod {
+    _stop: watch::Sender<()>,
+    /// The workload uid its pooled HBONE connections are keyed by.
+    workload_uid: String,
+}
+
+/// The in-pod proxies of one node, by pod uid.
+#[derive(Debug)]
+pub struct PodProxies {
+    node: Arc<NodeProxy>,
+    pods: Mutex<HashMap<String, Pod>>,
+}
+
+impl PodProxies {
+    /// `outbound` carries the state, network, TLS contexts, pool and
+    /// metrics shared by every pod of the node.
+    pub fn new(outbound: OutboundProxy, h2: H2Settings) -> Self {
+        let tls = Arc::clone(&outbound.tls);
+        Self { node: Arc::new(NodeProxy { outbound, tls, h2 }), pods: Mutex::default() }
+    }
+
+    /// Starts proxying for the pod `uid` whose namespace is `netns`: binds
+    /// 15001, 15006 and 15008 there and serves them. Adding a pod again
+    /// replaces its listeners.
+    pub async fn add(&self, uid: &str, pod: PodWorkload, netns: &Netns) -> Result<(), InpodError> {
+        let sockets_error = |source| InpodError::Sockets { uid: uid.to_owned(), source };
+        let sockets = PodSockets::start(netns).map_err(sockets_error)?;
+        let any = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        let outbound = sockets.listen(any(OUTBOUND_PORT)).await.map_err(sockets_error)?;
+        let hbone = sockets.listen(any(HBONE_PORT)).await.map_err(sockets_error)?;
+        let plaintext = sockets.listen(any(INBOUND_PLAINTEXT_PORT)).await.map_err(sockets_error)?;
+        let (stop_tx, stop) = watch::channel(());
+        // Fetch the pod's certificate now rather than on its first
+        // connection (upstream prefetches identities of the node's pods).
+        let workload_uid = pod.uid.clone();
+        let (tls, identity, pod_uid) =
+            (Arc::clone(&self.node.tls), pod.identity.clone(), uid.to_owned());
+        spawn_until(stop.clone(), async move {
+            if let Err(e) = tls.for_identity(&identity).await {
+                tracing::warn!(pod = pod_uid, %identity, error = %e, "prefetching the certificate");
+            }
+        });
+        let listeners = Arc::new(PodListeners {
+            node: Arc::clone(&self.node),
+            pod,
+            sockets,
+            stop: stop.clone(),
+        });
+        spawn_until(stop.clone(), Arc::clone(&listeners).outbound(outbound));
+        spawn_until(stop.clone(), Arc::clone(&listeners).hbone(hbone));
+        spawn_until(stop, listeners.plaintext(plaintext));
+        tracing::info!(pod = uid, netns = %netns.path().display(), "pod enrolled");
+        self.pods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(uid.to_owned(), Pod { _stop: stop_tx, workload_uid });
+        Ok(())
+    }
+
+    /// Stops proxying for `uid`: its listeners close, its connections are
+    /// dropped, and its pooled HBONE connections are forgotten (each closes
+    /// as its last stream ends). Returns whether the pod was known.
+    pub fn remove(&self, uid: &str) -> bool {
+        let removed = self.pods.lock().unwrap_or_else(PoisonError::into_inner).remove(uid);
+        let Some(pod) = removed else { return false };
+        let pooled = self.node.outbound.pool.retain(|key| key.source_pod != pod.workload_uid);
+        tracing::info!(pod = uid, pooled, "pod removed");
+        true
+    }
+
+    /// Uids of the enrolled pods.
+    pub fn pods(&self) -> Vec<String> {
+        self.pods.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+    }
+}
