@@ -81,6 +81,13 @@ fn cluster_ips(svc: &KubeService) -> Option<Vec<IpAddr>> {
 /// One Kubernetes Service, or `None` without a ClusterIP.
 ///
 /// Reads: the Service and its Namespace (waypoint).
+/// A Service port's number if it is a valid TCP port (1-65535). The same
+/// check guards the Service resource and the per-workload port lists, so a
+/// workload never names a port its Service does not have.
+fn valid_service_port(port: &k8s_openapi::api::core::v1::ServicePort) -> Option<u32> {
+    u32::try_from(port.port).ok().filter(|p| (1..=65535).contains(p))
+}
+
 pub fn kube_service(cfg: &Config, snap: &Snapshot, svc: &KubeService) -> Option<Service> {
     let ips = cluster_ips(svc)?;
     let spec = svc.spec.as_ref()?;
@@ -95,7 +102,7 @@ pub fn kube_service(cfg: &Config, snap: &Snapshot, svc: &KubeService) -> Option<
         .flatten()
         .filter_map(|p| {
             Some(Port {
-                service_port: u32::try_from(p.port).ok().filter(|p| *p > 0 && *p <= 65535)?,
+                service_port: valid_service_port(p)?,
                 target_port: match &p.target_port {
                     Some(IntOrString::Int(t)) => {
                         u32::try_from(*t).ok().filter(|t| *t <= 65535).unwrap_or(0)
@@ -253,7 +260,7 @@ pub fn kube_services_for_pod(
             .flatten()
             .filter_map(|p| {
                 Some(Port {
-                    service_port: u32::try_from(p.port).ok()?,
+                    service_port: valid_service_port(p)?,
                     target_port: resolve_target_port(pod, p)?,
                     app_protocol: 0,
                 })
