@@ -25,6 +25,7 @@
 //! [`inpod::PodProxies`], and the binary.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod inpod;
 pub mod policy;
 pub mod proxy;

@@ -1,0 +1,345 @@
+//! The node proxy as a whole: configuration, control-plane connection,
+//! certificates, state, ZDS hand-off and the HTTP endpoints.
+//!
+//! [`App::start`] wires it up: trust bundle -> TLS channel(s) to istiod
+//! (CA and xDS, one channel when both addresses are the same) -> CA client
+//! asking on pods' behalf (`ImpersonatedIdentity`, node token from a file)
+//! -> certificate manager + TLS contexts -> state fed by delta xDS
+//! (Address and Authorization, wildcard) -> [`PodProxies`] driven by the
+//! ZDS server, and three HTTP listeners (admin, metrics, readiness).
+//!
+//! The xDS stream carries no bearer token yet: `mesh_xds`'s client takes a
+//! plain channel, and istiod's ADS does not authenticate callers yet.
+
+pub mod config;
+mod pods;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_cni::zds::ZdsServer;
+use mesh_hbone::H2Settings;
+use mesh_hbone::client::Pool;
+use mesh_identity::caclient::{CaClient, RequestMode, TokenSource};
+use mesh_identity::contexts::TlsContexts;
+use mesh_identity::grpc::{self, ControlPlaneTarget};
+use mesh_identity::tls::TlsSettings;
+use mesh_identity::{CertificateManager, TrustBundle, control_plane, manager};
+use mesh_proto::discovery::Node;
+use mesh_proto::type_url;
+use mesh_telemetry::admin::{self, AdminState};
+use mesh_telemetry::logging::LogControl;
+use mesh_xds::client::{Subscription, XdsClient, XdsConfig};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Config, ConfigError, HostPort};
+use pods::Pods;
+
+use crate::inpod::PodProxies;
+use crate::proxy::{OutboundProxy, TcpMetrics};
+use crate::state::{AddressHandler, AuthorizationHandler, StateHandle};
+
+/// Events waiting for the proxy before the ZDS connection stalls.
+const ZDS_QUEUE: usize = 64;
+/// How often readiness is recomputed.
+const READINESS_POLL: Duration = Duration::from_millis(100);
+
+/// Why the proxy could not start; each names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("reading the root certificate {path}: {source}")]
+    RootCertRead {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing the root certificate {path}: {source}")]
+    RootCertParse {
+        path: std::path::PathBuf,
+        #[source]
+        source: mesh_identity::CertificateError,
+    },
+    #[error("resolving istiod address {address}: {reason}")]
+    Resolve { address: String, reason: String },
+    #[error("control-plane TLS: {0}")]
+    Tls(String),
+    #[error("istiod address {address}: {reason}")]
+    Target { address: String, reason: String },
+    #[error("starting the certificate manager: {0}")]
+    Manager(#[source] manager::Error),
+    #[error("listening for ZDS on {path}: {source}")]
+    Zds {
+        path: std::path::PathBuf,
+        #[source]
+        source: mesh_cni::zds::ZdsError,
+    },
+    #[error("binding the {what} listener on {address}: {source}")]
+    Listen {
+        what: &'static str,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running node proxy. See the module docs.
+#[derive(Debug)]
+pub struct App {
+    admin_address: SocketAddr,
+    metrics_address: SocketAddr,
+    readiness_address: SocketAddr,
+    state: StateHandle,
+    pods: Arc<Pods>,
+    metrics: Arc<TcpMetrics>,
+    zds: Option<ZdsServer>,
+    /// xDS, ZDS event loop, readiness and the HTTP listeners.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Starts the proxy with a detached log control (tests, embedding).
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with_logging(config, None).await
+    }
+
+    /// Starts the proxy; `logging` backs `/logging` on the admin port.
+    pub async fn start_with_logging(
+        config: Config,
+        logging: Option<LogControl>,
+    ) -> Result<Self, StartError> {
+        let trust = Arc::new(load_trust(&config.root_cert).await?);
+        let ca_channel = channel(&config, &config.ca_address, &trust).await?;
+        let xds_channel = if config.xds_address == config.ca_address {
+            ca_channel.clone()
+        } else {
+            channel(&config, &config.xds_address, &trust).await?
+        };
+
+        let ca = CaClient::new(
+            ca_channel,
+            TokenSource::File(config.token_path.clone()),
+            config.cluster_id.clone(),
+            RequestMode::Impersonate,
+        );
+        let manager =
+            CertificateManager::new(ca, manager::Config::default()).map_err(StartError::Manager)?;
+        let tls = Arc::new(TlsContexts::new(manager.clone(), TlsSettings::default()));
+
+        let state = StateHandle::default();
+        let node = Node { id: config.node_id(), ..Default::default() };
+        let xds = XdsClient::new(xds_channel, XdsConfig::new(node))
+            .with_type(
+                type_url::ADDRESS,
+                Subscription::wildcard(),
+                AddressHandler::new(state.clone()),
+            )
+            .with_type(
+                type_url::AUTHORIZATION,
+                Subscription::wildcard(),
+                AuthorizationHandler::new(state.clone()),
+            );
+        let xds_ready = xds.ready();
+
+        let metrics = Arc::new(TcpMetrics::default());
+        let mut registry = Registry::with_prefix("istio");
+        metrics.register(&mut registry);
+        manager.register(&mut registry);
+        let outbound = OutboundProxy {
+            state: state.clone(),
+            network: config.network.clone(),
+            tls: Arc::clone(&tls),
+            pool: Arc::new(Pool::new(H2Settings::default(), Duration::from_secs(300))),
+            metrics: Arc::clone(&metrics),
+        };
+        let proxies = Arc::new(PodProxies::new(outbound, H2Settings::default()));
+        let pods = Arc::new(Pods::new(
+            proxies,
+            state.clone(),
+            manager,
+            tls,
+            config.cluster_id.clone(),
+            config.trust_domain.clone(),
+        ));
+
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let logging = match logging {
+            Some(control) => Some(control),
+            None => mesh_telemetry::logging::detached(&config.log_filter).ok(),
+        };
+        let dump = {
+            let (state, pods) = (state.clone(), Arc::clone(&pods));
+            Arc::new(move || {
+                let mut dump = state.read().config_dump();
+                if let Some(object) = dump.as_object_mut() {
+                    object.insert("pods".into(), pods.dump());
+                }
+                dump
+            })
+        };
+        let admin_state =
+            AdminState { registry: None, ready: None, config_dump: Some(dump), logging };
+        let metrics_state = AdminState {
+            registry: Some(Arc::new(registry)),
+            ready: None,
+            config_dump: None,
+            logging: None,
+        };
+        let readiness_state =
+            AdminState { registry: None, ready: Some(ready_rx), config_dump: None, logging: None };
+        let (admin_listener, admin_address) = bind("admin", config.admin_address).await?;
+        let (metrics_listener, metrics_address) = bind("metrics", config.metrics_address).await?;
+        let (ready_listener, readiness_address) =
+            bind("readiness", config.readiness_address).await?;
+
+        let (zds, events) = ZdsServer::bind(&config.zds_socket, ZDS_QUEUE)
+            .map_err(|source| StartError::Zds { path: config.zds_socket.clone(), source })?;
+
+        let tasks = vec![
+            tokio::spawn(xds.run()),
+            tokio::spawn(Arc::clone(&pods).run(events)),
+            tokio::spawn(readiness(xds_ready, Arc::clone(&pods), ready_tx)),
+            tokio::spawn(admin::serve(admin_listener, admin_state)),
+            tokio::spawn(admin::serve(metrics_listener, metrics_state)),
+            tokio::spawn(admin::serve(ready_listener, readiness_state)),
+        ];
+        tracing::info!(
+            node = config.node_name,
+            xds = %config.xds_address,
+            ca = %config.ca_address,
+            zds = %config.zds_socket.display(),
+            %admin_address,
+            %metrics_address,
+            %readiness_address,
+            "ztunnel started"
+        );
+        Ok(Self {
+            admin_address,
+            metrics_address,
+            readiness_address,
+            state,
+            pods,
+            metrics,
+            zds: Some(zds),
+            tasks,
+        })
+    }
+
+    /// Where `/config_dump` and `/logging` are served.
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
+    }
+
+    /// Where `/metrics` is served.
+    pub fn metrics_address(&self) -> SocketAddr {
+        self.metrics_address
+    }
+
+    /// Where `/healthz/ready` is served.
+    pub fn readiness_address(&self) -> SocketAddr {
+        self.readiness_address
+    }
+
+    /// The proxy state fed by xDS.
+    pub fn state(&self) -> &StateHandle {
+        &self.state
+    }
+
+    /// Stops accepting new work (ZDS, xDS, HTTP listeners), waits up to
+    /// `drain` for open proxied connections to close, then closes every
+    /// pod's listeners and remaining connections. Returns whether the
+    /// connections drained before the deadline.
+    pub async fn shutdown(mut self, drain: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + drain;
+        if let Some(zds) = self.zds.take() {
+            // Dropping joins its accept thread (a fraction of a second).
+            let _ = tokio::task::spawn_blocking(move || drop(zds)).await;
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        let mut drained = true;
+        while self.metrics.active() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                drained = false;
+                tracing::warn!(open = self.metrics.active(), "drain deadline reached; closing");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.pods.remove_all();
+        tracing::info!(drained, "ztunnel stopped");
+        drained
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Ready once xDS has synced and every enrolled pod has a certificate.
+async fn readiness(xds: watch::Receiver<bool>, pods: Arc<Pods>, ready: watch::Sender<bool>) {
+    loop {
+        let now = *xds.borrow() && pods.all_certified();
+        ready.send_if_modified(|r| std::mem::replace(r, now) != now);
+        tokio::time::sleep(READINESS_POLL).await;
+    }
+}
+
+async fn load_trust(path: &std::path::Path) -> Result<TrustBundle, StartError> {
+    let pem = tokio::fs::read(path)
+        .await
+        .map_err(|source| StartError::RootCertRead { path: path.to_owned(), source })?;
+    TrustBundle::from_pem(&pem)
+        .map_err(|source| StartError::RootCertParse { path: path.to_owned(), source })
+}
+
+async fn bind(
+    what: &'static str,
+    address: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listen_error = |source| StartError::Listen { what, address, source };
+    let listener = TcpListener::bind(address).await.map_err(listen_error)?;
+    let bound = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, bound))
+}
+
+/// A lazily connecting TLS channel to `target`, dialled at the configured
+/// override or the resolved hostname.
+async fn channel(
+    config: &Config,
+    target: &HostPort,
+    trust: &Arc<TrustBundle>,
+) -> Result<tonic::transport::Channel, StartError> {
+    let address = match config.dial_address {
+        Some(address) => address,
+        None => tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| StartError::Resolve {
+                address: target.to_string(),
+                reason: e.to_string(),
+            })?
+            .next()
+            .ok_or_else(|| StartError::Resolve {
+                address: target.to_string(),
+                reason: "no addresses".into(),
+            })?,
+    };
+    let ctx = control_plane::client_context(TlsSettings::default())
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    let target = ControlPlaneTarget {
+        address,
+        hostname: target.host.clone(),
+        trust: Arc::clone(trust),
+        connect_timeout: Duration::from_secs(10),
+    };
+    grpc::connect(target, ctx)
+        .map_err(|e| StartError::Target { address: address.to_string(), reason: e.to_string() })
+}
