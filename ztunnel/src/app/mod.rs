@@ -33,7 +33,6 @@ use mesh_telemetry::logging::LogControl;
 use mesh_xds::client::{Subscription, XdsClient, XdsConfig};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{Config, ConfigError, HostPort};
@@ -163,9 +162,9 @@ impl App {
             tls,
             config.cluster_id.clone(),
             config.trust_domain.clone(),
+            xds_ready,
         ));
-
-        let (ready_tx, ready_rx) = watch::channel(false);
+        let ready_rx = pods.ready();
         let logging = match logging {
             Some(control) => Some(control),
             None => mesh_telemetry::logging::detached(&config.log_filter).ok(),
@@ -201,7 +200,7 @@ impl App {
         let tasks = vec![
             tokio::spawn(xds.run()),
             tokio::spawn(Arc::clone(&pods).run(events)),
-            tokio::spawn(readiness(xds_ready, Arc::clone(&pods), ready_tx)),
+            tokio::spawn(readiness(Arc::clone(&pods))),
             tokio::spawn(admin::serve(admin_listener, admin_state)),
             tokio::spawn(admin::serve(metrics_listener, metrics_state)),
             tokio::spawn(admin::serve(ready_listener, readiness_state)),
@@ -284,11 +283,11 @@ impl Drop for App {
     }
 }
 
-/// Ready once xDS has synced and every enrolled pod has a certificate.
-async fn readiness(xds: watch::Receiver<bool>, pods: Arc<Pods>, ready: watch::Sender<bool>) {
+/// Ready once xDS has synced and every enrolled pod has a certificate;
+/// recomputed periodically (and by the ZDS loop on every request).
+async fn readiness(pods: Arc<Pods>) {
     loop {
-        let now = *xds.borrow() && pods.all_certified();
-        ready.send_if_modified(|r| std::mem::replace(r, now) != now);
+        pods.refresh_readiness();
         tokio::time::sleep(READINESS_POLL).await;
     }
 }

@@ -11,7 +11,7 @@ use mesh_identity::contexts::TlsContexts;
 use mesh_model::Identity;
 use mesh_netns::Netns;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::inpod::{PodProxies, PodWorkload};
 use crate::state::StateHandle;
@@ -35,6 +35,10 @@ pub(crate) struct Pods {
     pub(crate) cluster_id: String,
     pub(crate) trust_domain: String,
     book: Mutex<Book>,
+    /// Whether xDS has synced.
+    xds_ready: watch::Receiver<bool>,
+    /// `/healthz/ready`: xDS synced and every pod certified.
+    ready: watch::Sender<bool>,
 }
 
 impl Pods {
@@ -45,8 +49,30 @@ impl Pods {
         tls: Arc<TlsContexts>,
         cluster_id: String,
         trust_domain: String,
+        xds_ready: watch::Receiver<bool>,
     ) -> Self {
-        Self { proxies, state, manager, tls, cluster_id, trust_domain, book: Mutex::default() }
+        Self {
+            proxies,
+            state,
+            manager,
+            tls,
+            cluster_id,
+            trust_domain,
+            book: Mutex::default(),
+            xds_ready,
+            ready: watch::Sender::new(false),
+        }
+    }
+
+    /// Readiness as it changes.
+    pub(crate) fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Recomputes readiness: xDS synced and every enrolled pod certified.
+    pub(crate) fn refresh_readiness(&self) {
+        let now = *self.xds_ready.borrow() && self.all_certified();
+        self.ready.send_if_modified(|r| std::mem::replace(r, now) != now);
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -57,6 +83,9 @@ impl Pods {
     pub(crate) async fn run(self: Arc<Self>, mut events: mpsc::Receiver<ZdsEvent>) {
         while let Some(event) = events.recv().await {
             let result = self.handle(event.request).await;
+            // Before the ack: an enrolled pod without a certificate makes
+            // the node unready at once.
+            self.refresh_readiness();
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "zds request refused");
             }
@@ -151,7 +180,7 @@ impl Pods {
     }
 
     /// Whether every enrolled pod's identity has a certificate.
-    pub(crate) fn all_certified(&self) -> bool {
+    fn all_certified(&self) -> bool {
         let identities: HashSet<Identity> =
             self.book().pods.values().map(|p| p.identity.clone()).collect();
         identities.iter().all(|id| self.manager.subscribe(id).borrow().is_some())

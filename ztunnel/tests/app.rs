@@ -1,0 +1,234 @@
+//! The ztunnel binary's wiring end to end: istiod's CA (local mode, a node
+//! token for `node-a`) and ADS on one loopback TLS port, a one-node,
+//! one-pod namespace topology, and [`App`] started from a config map. The
+//! CNI agent's side of ZDS enrolls and removes the pod. Needs root: fails
+//! (never skips) without it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use istiod::ca::local::{LocalNodeDirectory, LocalTokenAuthenticator};
+use istiod::ca::root::load_or_create_root;
+use istiod::ca::{
+    CaConfig, CaMetrics, CaService, ServiceAccountRef, server_tls, serving_certificate,
+};
+use istiod::translate::Output;
+use istiod::xds::{AdsService, ConfigStore};
+use mesh_cni::zds::{WorkloadInfo, ZdsClient};
+use mesh_model::Identity;
+use mesh_netns::{NodeSpec, PodHandle, PodSpec, Topology, require_root};
+use mesh_proto::workload as pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use ztunnel::app::{App, Config};
+
+const TRUST_DOMAIN: &str = "cluster.local";
+const ISTIOD_HOST: &str = "istiod.istio-system.svc";
+const POD_UID: &str = "pod-uid-app";
+
+fn workload(pod: &PodHandle) -> pb::Address {
+    pb::Address {
+        r#type: Some(pb::address::Type::Workload(pb::Workload {
+            uid: format!("Kubernetes//Pod/default/{}", pod.name),
+            name: pod.name.clone(),
+            namespace: "default".into(),
+            addresses: vec![pod.ip.octets().to_vec()],
+            service_account: "app".into(),
+            node: "node-a".into(),
+            tunnel_protocol: pb::TunnelProtocol::Hbone as i32,
+            ..Default::default()
+        })),
+    }
+}
+
+/// CA and ADS on one TLS port; returns its address and the switch that
+/// starts serving (until then connections wait in the backlog).
+async fn istiod(state_dir: &Path, pod: &PodHandle) -> (SocketAddr, oneshot::Sender<()>) {
+    let authority =
+        load_or_create_root(&istiod::ca::local::FileRootStore::new(state_dir), TRUST_DOMAIN)
+            .await
+            .unwrap();
+    std::fs::write(state_dir.join("root-cert.pem"), authority.trust_bundle_pem().unwrap()).unwrap();
+    let ztunnel_id = Identity::new(TRUST_DOMAIN, "istio-system", "ztunnel").unwrap();
+    let authenticator =
+        LocalTokenAuthenticator::load_or_create(state_dir, &["node-a"], ztunnel_id).unwrap();
+    let directory = LocalNodeDirectory::new();
+    directory.replace([("node-a".to_owned(), ServiceAccountRef::new("default", "app"))]);
+    let cert =
+        serving_certificate(&authority, &[ISTIOD_HOST.to_owned()], Duration::from_secs(3600))
+            .unwrap();
+    let tls = server_tls(&cert).unwrap();
+    let (_tx, rx) = watch::channel(Arc::new(authority));
+    let ca = CaService::new(
+        CaConfig::new(TRUST_DOMAIN, "istio-system").unwrap(),
+        rx,
+        Arc::new(authenticator),
+        Some(Arc::new(directory)),
+        CaMetrics::default(),
+    );
+    let store = ConfigStore::new();
+    store.publish(&Output { addresses: vec![workload(pod)], ..Default::default() });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (start, started) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = started.await;
+        let incoming = mesh_identity::grpc::incoming(listener, tls, Duration::from_secs(5));
+        tonic::transport::Server::builder()
+            .add_service(ca.into_server())
+            .add_service(AdsService::new(store).into_server())
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    (address, start)
+}
+
+/// `GET path` over HTTP/1.1; returns the status code and body.
+async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+async fn eventually_status(address: SocketAddr, path: &str, want: u16) {
+    for _ in 0..200 {
+        if get(address, path).await.0 == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path} never answered {want}: last {:?}", get(address, path).await);
+}
+
+/// A TCP connect to `target` from the node's namespace.
+fn connect_from_node(node_netns: &str, target: SocketAddr) -> std::io::Result<TcpStream> {
+    mesh_netns::Netns::named(node_netns)
+        .unwrap()
+        .run(move || TcpStream::connect_timeout(&target, Duration::from_secs(2)))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
+    require_root().expect("this test needs root: run the suite as root (CI does)");
+    let prefix = format!("za{}", std::process::id() % 100_000);
+    let nodes = [NodeSpec { name: "a".into() }];
+    let pods = [PodSpec { node: "a".into(), namespace: "default".into(), name: "app".into() }];
+    let topology = Topology::build(&prefix, &nodes, &pods).unwrap();
+    let pod = topology.pod("default", "app").unwrap().clone();
+    let node_netns = topology.node("a").unwrap().netns_name.clone();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (istiod, serve_istiod) = istiod(dir.path(), &pod).await;
+    let token = LocalTokenAuthenticator::token_path(dir.path(), "node-a");
+    let zds_socket = dir.path().join("ztunnel.sock");
+    let vars: HashMap<String, String> = [
+        ("CA_ADDRESS", format!("{ISTIOD_HOST}:15012")),
+        ("XDS_ADDRESS", format!("{ISTIOD_HOST}:15012")),
+        ("ISTIOD_DIAL_ADDRESS", istiod.to_string()),
+        ("NODE_NAME", "node-a".into()),
+        ("POD_NAME", "ztunnel-a".into()),
+        ("POD_NAMESPACE", "istio-system".into()),
+        ("INSTANCE_IP", "10.0.0.1".into()),
+        ("ROOT_CERT_PATH", dir.path().join("root-cert.pem").display().to_string()),
+        ("TOKEN_PATH", token.display().to_string()),
+        ("ZDS_SOCKET_PATH", zds_socket.display().to_string()),
+        ("ADMIN_ADDRESS", "127.0.0.1:0".into()),
+        ("METRICS_ADDRESS", "127.0.0.1:0".into()),
+        ("READINESS_ADDRESS", "127.0.0.1:0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = Config::from_map(&vars).unwrap();
+    let app = App::start(config).await.unwrap();
+    let ready = app.readiness_address();
+
+    // istiod does not answer yet: not ready (over several readiness polls).
+    for _ in 0..3 {
+        assert_eq!(get(ready, "/healthz/ready").await.0, 503, "not ready before xDS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    serve_istiod.send(()).unwrap();
+    eventually_status(ready, "/healthz/ready", 200).await;
+
+    // The agent hands the pod over with its namespace.
+    let mut agent = ZdsClient::connect(&zds_socket).await.unwrap();
+    let info = WorkloadInfo {
+        name: "app".into(),
+        namespace: "default".into(),
+        service_account: "app".into(),
+    };
+    let netns = pod.netns().unwrap();
+    agent.add(POD_UID, info, netns.file()).await.unwrap();
+    eventually_status(ready, "/healthz/ready", 200).await;
+
+    // The dump lists istiod's workload and the pod's certificate.
+    let (status, body) = get(app.admin_address(), "/config_dump").await;
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let uids: Vec<&str> =
+        dump["workloads"].as_array().unwrap().iter().filter_map(|w| w["uid"].as_str()).collect();
+    assert!(uids.contains(&"Kubernetes//Pod/default/app"), "{dump:#}");
+    let certs = dump["pods"]["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 1, "{dump:#}");
+    assert_eq!(certs[0]["identity"], "spiffe://cluster.local/ns/default/sa/app");
+    assert_eq!(certs[0]["state"], "available");
+    assert!(certs[0]["remaining_seconds"].as_u64().unwrap() > 0);
+    let (status, metrics) = get(app.metrics_address(), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("istio_"), "{metrics}");
+
+    // The pod's HBONE port accepts from the node.
+    let hbone = SocketAddr::from((pod.ip, 15008));
+    let node = node_netns.clone();
+    let accepted = tokio::task::spawn_blocking(move || connect_from_node(&node, hbone));
+    accepted.await.unwrap().expect("15008 in the pod accepts a TCP connection");
+
+    // Del removes the pod: its listeners close.
+    agent.del(POD_UID).await.unwrap();
+    let mut refused = false;
+    for _ in 0..40 {
+        let node = node_netns.clone();
+        match tokio::task::spawn_blocking(move || connect_from_node(&node, hbone)).await.unwrap() {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(refused, "15008 is closed after Del");
+    let (_, body) = get(app.admin_address(), "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(dump["pods"]["pods"].as_array().unwrap().is_empty(), "{dump:#}");
+
+    let drain = Duration::from_secs(2);
+    let started = tokio::time::Instant::now();
+    let drained = tokio::time::timeout(drain + Duration::from_secs(1), app.shutdown(drain))
+        .await
+        .expect("shutdown within the drain deadline");
+    assert!(drained, "no connection was left open");
+    assert!(started.elapsed() < drain + Duration::from_secs(1));
+    assert!(!zds_socket.exists(), "the ZDS socket is removed");
+    drop(agent);
+    drop(topology);
+}
