@@ -203,6 +203,14 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     let accepted = tokio::task::spawn_blocking(move || connect_from_node(&node, hbone));
     accepted.await.unwrap().expect("15008 in the pod accepts a TCP connection");
 
+    // A resync that replays the pod keeps it.
+    agent.keep(POD_UID).await.unwrap();
+    agent.snapshot_sent().await.unwrap();
+    let (_, body) = get(app.admin_address(), "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(dump["pods"]["pods"][0]["uid"], POD_UID, "{dump:#}");
+    assert_eq!(dump["pods"]["pods"][0]["workload"], "Kubernetes//Pod/default/app");
+
     // Del removes the pod: its listeners close.
     agent.del(POD_UID).await.unwrap();
     let mut refused = false;
@@ -231,4 +239,33 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     assert!(!zds_socket.exists(), "the ZDS socket is removed");
     drop(agent);
     drop(topology);
+}
+
+/// The binary refuses a bad variable or a missing root certificate with a
+/// message naming it and a non-zero exit.
+#[test]
+fn binary_startup_errors_name_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |vars: &[(&str, String)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ztunnel"));
+        cmd.env_clear();
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&[("INSTANCE_IP", "ten".into())]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INSTANCE_IP"), "{stderr}");
+
+    let missing = dir.path().join("missing-root.pem");
+    let out = run(&[
+        ("ROOT_CERT_PATH", missing.display().to_string()),
+        ("ZDS_SOCKET_PATH", dir.path().join("z.sock").display().to_string()),
+        ("ADMIN_ADDRESS", "127.0.0.1:0".into()),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing-root.pem"), "{stderr}");
 }
