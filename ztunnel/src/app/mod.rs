@@ -247,7 +247,8 @@ impl App {
         &self.state
     }
 
-    /// Stops accepting new work (ZDS, xDS, HTTP listeners), waits up to
+    /// Stops accepting new work (ZDS, xDS, HTTP listeners, the pods'
+    /// listeners), waits up to
     /// `drain` for open proxied connections to close, then closes every
     /// pod's listeners and remaining connections. Returns whether the
     /// connections drained before the deadline.
@@ -260,6 +261,7 @@ impl App {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        self.pods.proxies.stop_accepting();
         let mut drained = true;
         while self.metrics.active() > 0 {
             if tokio::time::Instant::now() >= deadline {
