@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use istiod::ca::local::{LocalNodeDirectory, LocalTokenAuthenticator};
@@ -32,6 +32,7 @@ use mesh_proto::workload as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tonic::service::interceptor::InterceptedService;
 use ztunnel::app::{App, Config};
 
 const TRUST_DOMAIN: &str = "cluster.local";
@@ -53,9 +54,13 @@ fn workload(pod: &PodHandle) -> pb::Address {
     }
 }
 
-/// CA and ADS on one TLS port; returns its address and the switch that
-/// starts serving (until then connections wait in the backlog).
-async fn istiod(state_dir: &Path, pod: &PodHandle) -> (SocketAddr, oneshot::Sender<()>) {
+/// The `authorization` header of the last ADS stream.
+type SeenToken = Arc<Mutex<Option<String>>>;
+
+/// CA and ADS on one TLS port; returns its address, the switch that
+/// starts serving (until then connections wait in the backlog) and what
+/// the ADS streams sent as `authorization`.
+async fn istiod(state_dir: &Path, pod: &PodHandle) -> (SocketAddr, oneshot::Sender<()>, SeenToken) {
     let authority =
         load_or_create_root(&istiod::ca::local::FileRootStore::new(state_dir), TRUST_DOMAIN)
             .await
@@ -82,18 +87,30 @@ async fn istiod(state_dir: &Path, pod: &PodHandle) -> (SocketAddr, oneshot::Send
     store.publish(&Output { addresses: vec![workload(pod)], ..Default::default() });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let seen = SeenToken::default();
+    let ads = {
+        let seen = Arc::clone(&seen);
+        InterceptedService::new(
+            AdsService::new(store).into_server(),
+            move |request: tonic::Request<()>| {
+                let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+                *seen.lock().unwrap() = auth.map(str::to_owned);
+                Ok(request)
+            },
+        )
+    };
     let (start, started) = oneshot::channel();
     tokio::spawn(async move {
         let _ = started.await;
         let incoming = mesh_identity::grpc::incoming(listener, tls, Duration::from_secs(5));
         tonic::transport::Server::builder()
             .add_service(ca.into_server())
-            .add_service(AdsService::new(store).into_server())
+            .add_service(ads)
             .serve_with_incoming(incoming)
             .await
             .unwrap();
     });
-    (address, start)
+    (address, start, seen)
 }
 
 /// `GET path` over HTTP/1.1; returns the status code and body.
@@ -137,7 +154,7 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     let node_netns = topology.node("a").unwrap().netns_name.clone();
 
     let dir = tempfile::tempdir().unwrap();
-    let (istiod, serve_istiod) = istiod(dir.path(), &pod).await;
+    let (istiod, serve_istiod, seen_token) = istiod(dir.path(), &pod).await;
     let token = LocalTokenAuthenticator::token_path(dir.path(), "node-a");
     let zds_socket = dir.path().join("ztunnel.sock");
     let vars: HashMap<String, String> = [
@@ -169,6 +186,9 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     }
     serve_istiod.send(()).unwrap();
     eventually_status(ready, "/healthz/ready", 200).await;
+    let node_token = std::fs::read_to_string(&token).unwrap();
+    let sent = seen_token.lock().unwrap().clone();
+    assert_eq!(sent, Some(format!("Bearer {}", node_token.trim())), "xDS carries the node token");
 
     // The agent hands the pod over with its namespace.
     let mut agent = ZdsClient::connect(&zds_socket).await.unwrap();

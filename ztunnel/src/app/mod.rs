@@ -8,8 +8,9 @@
 //! (Address and Authorization, wildcard) -> [`PodProxies`] driven by the
 //! ZDS server, and three HTTP listeners (admin, metrics, readiness).
 //!
-//! The xDS stream carries no bearer token yet: `mesh_xds`'s client takes a
-//! plain channel, and istiod's ADS does not authenticate callers yet.
+//! Each xDS stream opens with the node's token (`authorization: Bearer`,
+//! re-read per stream) and `clusterid`, as upstream sends them; istiod's
+//! ADS does not check them yet.
 
 pub mod config;
 mod pods;
@@ -34,6 +35,7 @@ use mesh_xds::client::{Subscription, XdsClient, XdsConfig};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::metadata::MetadataMap;
 
 pub use config::{Config, ConfigError, HostPort};
 use pods::Pods;
@@ -141,6 +143,10 @@ impl App {
                 Subscription::wildcard(),
                 AuthorizationHandler::new(state.clone()),
             );
+        let xds = xds.with_stream_metadata(xds_metadata(
+            config.token_path.clone(),
+            config.cluster_id.clone(),
+        ));
         let xds_ready = xds.ready();
 
         let metrics = Arc::new(TcpMetrics::default());
@@ -291,6 +297,35 @@ async fn readiness(pods: Arc<Pods>) {
     loop {
         pods.refresh_readiness();
         tokio::time::sleep(READINESS_POLL).await;
+    }
+}
+
+/// `authorization: Bearer <token>` (read from `token_path` for each new
+/// stream; a missing token is logged and the stream opens without it) and
+/// `clusterid`.
+fn xds_metadata(
+    token_path: std::path::PathBuf,
+    cluster_id: String,
+) -> impl Fn() -> MetadataMap + Send + Sync + 'static {
+    move || {
+        let mut metadata = MetadataMap::new();
+        match std::fs::read_to_string(&token_path) {
+            Ok(token) => match format!("Bearer {}", token.trim()).parse() {
+                Ok(value) => {
+                    metadata.insert("authorization", value);
+                }
+                Err(_) => {
+                    tracing::warn!(path = %token_path.display(), "token is not a header value")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(path = %token_path.display(), error = %e, "reading the xDS token")
+            }
+        }
+        if let Ok(value) = cluster_id.parse() {
+            metadata.insert("clusterid", value);
+        }
+        metadata
     }
 }
 
