@@ -52,6 +52,16 @@ async fn run(config: Config, control: logging::LogControl) -> ExitCode {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = int.recv() => tracing::info!("SIGINT: draining"),
     }
-    app.shutdown(DRAIN).await;
-    ExitCode::SUCCESS
+    // A second signal cuts the drain short.
+    tokio::select! {
+        _ = app.shutdown(DRAIN) => ExitCode::SUCCESS,
+        _ = term.recv() => {
+            tracing::warn!("second SIGTERM: exiting without waiting for connections");
+            ExitCode::SUCCESS
+        }
+        _ = int.recv() => {
+            tracing::warn!("second SIGINT: exiting without waiting for connections");
+            ExitCode::SUCCESS
+        }
+    }
 }

@@ -208,7 +208,7 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     let uids: Vec<&str> =
         dump["workloads"].as_array().unwrap().iter().filter_map(|w| w["uid"].as_str()).collect();
     assert!(uids.contains(&"Kubernetes//Pod/default/app"), "{dump:#}");
-    let certs = dump["pods"]["certificates"].as_array().unwrap();
+    let certs = dump["certificates"].as_array().unwrap();
     assert_eq!(certs.len(), 1, "{dump:#}");
     assert_eq!(certs[0]["identity"], "spiffe://cluster.local/ns/default/sa/app");
     assert_eq!(certs[0]["state"], "available");
@@ -228,8 +228,8 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     agent.snapshot_sent().await.unwrap();
     let (_, body) = get(app.admin_address(), "/config_dump").await;
     let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(dump["pods"]["pods"][0]["uid"], POD_UID, "{dump:#}");
-    assert_eq!(dump["pods"]["pods"][0]["workload"], "Kubernetes//Pod/default/app");
+    assert_eq!(dump["pods"][0]["uid"], POD_UID, "{dump:#}");
+    assert_eq!(dump["pods"][0]["workload"], "Kubernetes//Pod/default/app");
 
     // Del removes the pod: its listeners close.
     agent.del(POD_UID).await.unwrap();
@@ -247,7 +247,7 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     assert!(refused, "15008 is closed after Del");
     let (_, body) = get(app.admin_address(), "/config_dump").await;
     let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(dump["pods"]["pods"].as_array().unwrap().is_empty(), "{dump:#}");
+    assert!(dump["pods"].as_array().unwrap().is_empty(), "{dump:#}");
 
     let drain = Duration::from_secs(2);
     let started = tokio::time::Instant::now();

@@ -179,8 +179,10 @@ impl App {
             let (state, pods) = (state.clone(), Arc::clone(&pods));
             Arc::new(move || {
                 let mut dump = state.read().config_dump();
-                if let Some(object) = dump.as_object_mut() {
-                    object.insert("pods".into(), pods.dump());
+                if let (Some(object), serde_json::Value::Object(extra)) =
+                    (dump.as_object_mut(), pods.dump())
+                {
+                    object.extend(extra);
                 }
                 dump
             })
