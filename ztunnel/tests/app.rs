@@ -289,3 +289,62 @@ fn binary_startup_errors_name_what_failed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing-root.pem"), "{stderr}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The binary itself: starts from the environment against istiod, becomes
+/// ready, and exits cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_becomes_ready_and_exits_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = PodHandle {
+        node: "a".into(),
+        namespace: "default".into(),
+        name: "app".into(),
+        ip: std::net::Ipv4Addr::new(10, 0, 0, 9),
+        netns_name: String::new(),
+    };
+    let (istiod, serve_istiod, _) = istiod(dir.path(), &pod).await;
+    serve_istiod.send(()).unwrap();
+    let token = LocalTokenAuthenticator::token_path(dir.path(), "node-a");
+    let ready = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztunnel"))
+        .env_clear()
+        .env("CA_ADDRESS", format!("{ISTIOD_HOST}:15012"))
+        .env("XDS_ADDRESS", format!("{ISTIOD_HOST}:15012"))
+        .env("ISTIOD_DIAL_ADDRESS", istiod.to_string())
+        .env("ROOT_CERT_PATH", dir.path().join("root-cert.pem"))
+        .env("TOKEN_PATH", token)
+        .env("ZDS_SOCKET_PATH", dir.path().join("ztunnel.sock"))
+        .env("ADMIN_ADDRESS", "127.0.0.1:0")
+        .env("METRICS_ADDRESS", "127.0.0.1:0")
+        .env("READINESS_ADDRESS", ready.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(mut tcp) = tokio::net::TcpStream::connect(ready).await {
+            let request = "GET /healthz/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            let _ = tcp.read_to_string(&mut response).await;
+            if response.starts_with("HTTP/1.1 200") {
+                up = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "the binary became ready");
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits within 5 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!dir.path().join("ztunnel.sock").exists(), "the ZDS socket is removed");
+}
