@@ -231,6 +231,25 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     assert_eq!(dump["pods"][0]["uid"], POD_UID, "{dump:#}");
     assert_eq!(dump["pods"][0]["workload"], "Kubernetes//Pod/default/app");
 
+    // A reconnecting agent whose snapshot lacks the pod removes it; a new
+    // Add brings it back.
+    drop(agent);
+    let mut agent = ZdsClient::connect(&zds_socket).await.unwrap();
+    agent.snapshot_sent().await.unwrap();
+    let (_, body) = get(app.admin_address(), "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(dump["pods"].as_array().unwrap().is_empty(), "{dump:#}");
+    let info = WorkloadInfo {
+        name: "app".into(),
+        namespace: "default".into(),
+        service_account: "app".into(),
+    };
+    agent.add(POD_UID, info, netns.file()).await.unwrap();
+    eventually_status(ready, "/healthz/ready", 200).await;
+    let node = node_netns.clone();
+    let accepted = tokio::task::spawn_blocking(move || connect_from_node(&node, hbone));
+    accepted.await.unwrap().expect("15008 accepts again after the new Add");
+
     // Del removes the pod: its listeners close.
     agent.del(POD_UID).await.unwrap();
     let mut refused = false;
