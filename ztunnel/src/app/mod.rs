@@ -14,6 +14,7 @@
 
 pub mod config;
 mod pods;
+mod setup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,21 +25,20 @@ use mesh_hbone::H2Settings;
 use mesh_hbone::client::Pool;
 use mesh_identity::caclient::{CaClient, RequestMode, TokenSource};
 use mesh_identity::contexts::TlsContexts;
-use mesh_identity::grpc::{self, ControlPlaneTarget};
 use mesh_identity::tls::TlsSettings;
-use mesh_identity::{CertificateManager, TrustBundle, control_plane, manager};
+use mesh_identity::{CertificateManager, manager};
 use mesh_proto::discovery::Node;
 use mesh_proto::type_url;
 use mesh_telemetry::admin::{self, AdminState};
 use mesh_telemetry::logging::LogControl;
 use mesh_xds::client::{Subscription, XdsClient, XdsConfig};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::metadata::MetadataMap;
 
 pub use config::{Config, ConfigError, HostPort};
 use pods::Pods;
+pub use setup::StartError;
+use setup::{bind, channel, load_trust, xds_metadata};
 
 use crate::inpod::PodProxies;
 use crate::proxy::{OutboundProxy, TcpMetrics};
@@ -48,44 +48,6 @@ use crate::state::{AddressHandler, AuthorizationHandler, StateHandle};
 const ZDS_QUEUE: usize = 64;
 /// How often readiness is recomputed.
 const READINESS_POLL: Duration = Duration::from_millis(100);
-
-/// Why the proxy could not start; each names what failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("reading the root certificate {path}: {source}")]
-    RootCertRead {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("parsing the root certificate {path}: {source}")]
-    RootCertParse {
-        path: std::path::PathBuf,
-        #[source]
-        source: mesh_identity::CertificateError,
-    },
-    #[error("resolving istiod address {address}: {reason}")]
-    Resolve { address: String, reason: String },
-    #[error("control-plane TLS: {0}")]
-    Tls(String),
-    #[error("istiod address {address}: {reason}")]
-    Target { address: String, reason: String },
-    #[error("starting the certificate manager: {0}")]
-    Manager(#[source] manager::Error),
-    #[error("listening for ZDS on {path}: {source}")]
-    Zds {
-        path: std::path::PathBuf,
-        #[source]
-        source: mesh_cni::zds::ZdsError,
-    },
-    #[error("binding the {what} listener on {address}: {source}")]
-    Listen {
-        what: &'static str,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// A running node proxy. See the module docs.
 #[derive(Debug)]
@@ -300,84 +262,4 @@ async fn readiness(pods: Arc<Pods>) {
         pods.refresh_readiness();
         tokio::time::sleep(READINESS_POLL).await;
     }
-}
-
-/// `authorization: Bearer <token>` (read from `token_path` for each new
-/// stream; a missing token is logged and the stream opens without it) and
-/// `clusterid`.
-fn xds_metadata(
-    token_path: std::path::PathBuf,
-    cluster_id: String,
-) -> impl Fn() -> MetadataMap + Send + Sync + 'static {
-    move || {
-        let mut metadata = MetadataMap::new();
-        match std::fs::read_to_string(&token_path) {
-            Ok(token) => match format!("Bearer {}", token.trim()).parse() {
-                Ok(value) => {
-                    metadata.insert("authorization", value);
-                }
-                Err(_) => {
-                    tracing::warn!(path = %token_path.display(), "token is not a header value")
-                }
-            },
-            Err(e) => {
-                tracing::warn!(path = %token_path.display(), error = %e, "reading the xDS token")
-            }
-        }
-        if let Ok(value) = cluster_id.parse() {
-            metadata.insert("clusterid", value);
-        }
-        metadata
-    }
-}
-
-async fn load_trust(path: &std::path::Path) -> Result<TrustBundle, StartError> {
-    let pem = tokio::fs::read(path)
-        .await
-        .map_err(|source| StartError::RootCertRead { path: path.to_owned(), source })?;
-    TrustBundle::from_pem(&pem)
-        .map_err(|source| StartError::RootCertParse { path: path.to_owned(), source })
-}
-
-async fn bind(
-    what: &'static str,
-    address: SocketAddr,
-) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listen_error = |source| StartError::Listen { what, address, source };
-    let listener = TcpListener::bind(address).await.map_err(listen_error)?;
-    let bound = listener.local_addr().map_err(listen_error)?;
-    Ok((listener, bound))
-}
-
-/// A lazily connecting TLS channel to `target`, dialled at the configured
-/// override or the resolved hostname.
-async fn channel(
-    config: &Config,
-    target: &HostPort,
-    trust: &Arc<TrustBundle>,
-) -> Result<tonic::transport::Channel, StartError> {
-    let address = match config.dial_address {
-        Some(address) => address,
-        None => tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| StartError::Resolve {
-                address: target.to_string(),
-                reason: e.to_string(),
-            })?
-            .next()
-            .ok_or_else(|| StartError::Resolve {
-                address: target.to_string(),
-                reason: "no addresses".into(),
-            })?,
-    };
-    let ctx = control_plane::client_context(TlsSettings::default())
-        .map_err(|e| StartError::Tls(e.to_string()))?;
-    let target = ControlPlaneTarget {
-        address,
-        hostname: target.host.clone(),
-        trust: Arc::clone(trust),
-        connect_timeout: Duration::from_secs(10),
-    };
-    grpc::connect(target, ctx)
-        .map_err(|e| StartError::Target { address: address.to_string(), reason: e.to_string() })
 }
