@@ -12,8 +12,8 @@
 )]
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +26,7 @@ use istiod::ca::{
 use istiod::translate::Output;
 use istiod::xds::{AdsService, ConfigStore};
 use mesh_cni::zds::{WorkloadInfo, ZdsClient};
+use mesh_cni::{Backend, CaptureConfig};
 use mesh_model::Identity;
 use mesh_netns::{NodeSpec, PodHandle, PodSpec, Topology, require_root};
 use mesh_proto::workload as pb;
@@ -268,14 +269,62 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(dump["pods"].as_array().unwrap().is_empty(), "{dump:#}");
 
-    let drain = Duration::from_secs(2);
+    // Drain: a pod with capture rules and an open plaintext connection
+    // through its 15006; shutdown closes the listeners, waits out the
+    // deadline for that connection, then closes it.
+    let info = WorkloadInfo {
+        name: "app".into(),
+        namespace: "default".into(),
+        service_account: "app".into(),
+    };
+    Backend::Iptables.apply(&netns, &CaptureConfig::default()).unwrap();
+    agent.add(POD_UID, info, netns.file()).await.unwrap();
+    let app_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080));
+    let app_listener = netns.run(move || std::net::TcpListener::bind(app_addr)).unwrap().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = app_listener.accept().unwrap();
+        let mut buf = Vec::new();
+        let _ = conn.read_to_end(&mut buf);
+        buf
+    });
+    let node = node_netns.clone();
+    let target = SocketAddr::from((pod.ip, 8080));
+    let mut held = tokio::task::spawn_blocking(move || {
+        let mut stream = connect_from_node(&node, target).unwrap();
+        stream.write_all(b"in flight").unwrap();
+        stream
+    })
+    .await
+    .unwrap();
+    // Opened once the proxy has connected to the app.
+    let opened = "istio_tcp_connections_opened_total";
+    for _ in 0..100 {
+        let (_, metrics) = get(app.metrics_address(), "/metrics").await;
+        if metrics.lines().any(|l| l.starts_with(opened) && l.ends_with(" 1")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let drain = Duration::from_millis(500);
     let started = tokio::time::Instant::now();
     let drained = tokio::time::timeout(drain + Duration::from_secs(1), app.shutdown(drain))
         .await
         .expect("shutdown within the drain deadline");
-    assert!(drained, "no connection was left open");
-    assert!(started.elapsed() < drain + Duration::from_secs(1));
+    let took = started.elapsed();
+    assert!(!drained, "the open connection was still open at the deadline");
+    assert!(took >= drain && took < drain + Duration::from_secs(1), "{took:?}");
     assert!(!zds_socket.exists(), "the ZDS socket is removed");
+    let ended = tokio::task::spawn_blocking(move || {
+        held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        match held.read_to_end(&mut buf) {
+            Ok(_) => true,
+            Err(e) => e.kind() == ErrorKind::ConnectionReset,
+        }
+    });
+    assert!(ended.await.unwrap(), "the held connection is closed after the drain");
+    assert_eq!(server.join().unwrap(), b"in flight", "the app got the bytes");
     drop(agent);
     drop(topology);
 }
@@ -322,7 +371,7 @@ async fn binary_becomes_ready_and_exits_on_sigterm() {
         node: "a".into(),
         namespace: "default".into(),
         name: "app".into(),
-        ip: std::net::Ipv4Addr::new(10, 0, 0, 9),
+        ip: Ipv4Addr::new(10, 0, 0, 9),
         netns_name: String::new(),
     };
     let (istiod, serve_istiod, _) = istiod(dir.path(), &pod).await;
@@ -340,6 +389,7 @@ async fn binary_becomes_ready_and_exits_on_sigterm() {
         .env("ADMIN_ADDRESS", "127.0.0.1:0")
         .env("METRICS_ADDRESS", "127.0.0.1:0")
         .env("READINESS_ADDRESS", ready.to_string())
+        .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
         .unwrap();
