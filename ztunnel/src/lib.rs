@@ -31,7 +31,7 @@
 //!   readiness (`/healthz/ready`, 15021: xDS synced and every enrolled pod
 //!   certified); [`app::App::shutdown`] drains. `src/main.rs` is the binary
 //!   (SIGTERM/SIGINT -> 30 s drain). Tested against istiod's CA and ADS
-//!   (`tests/app.rs`).
+//!   (`tests/app/`).
 //!
 //! Planned: the DNS proxy (15053).
 #![forbid(unsafe_code)]
