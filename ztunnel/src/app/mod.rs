@@ -151,9 +151,10 @@ impl App {
         };
         let admin_state =
             AdminState { registry: None, ready: None, config_dump: Some(dump), logging };
+        // Readiness here too, so the metrics port never answers a blind 200.
         let metrics_state = AdminState {
             registry: Some(Arc::new(registry)),
-            ready: None,
+            ready: Some(ready_rx.clone()),
             config_dump: None,
             logging: None,
         };
