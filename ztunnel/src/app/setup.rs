@@ -129,3 +129,22 @@ pub(super) async fn channel(
     grpc::connect(target, ctx)
         .map_err(|e| StartError::Target { address: address.to_string(), reason: e.to_string() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xds_metadata_carries_the_current_token_and_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let metadata = xds_metadata(path.clone(), "Kubernetes".into());
+        let without = metadata();
+        assert!(without.get("authorization").is_none(), "no token file, no header");
+        assert_eq!(without.get("clusterid").unwrap(), "Kubernetes");
+        std::fs::write(&path, "first\n").unwrap();
+        assert_eq!(metadata().get("authorization").unwrap(), "Bearer first");
+        std::fs::write(&path, "second").unwrap();
+        assert_eq!(metadata().get("authorization").unwrap(), "Bearer second", "re-read per stream");
+    }
+}

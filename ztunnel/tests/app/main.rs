@@ -100,7 +100,8 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     assert!(certs[0]["remaining_seconds"].as_u64().unwrap() > 0);
     let (status, metrics) = get(app.metrics_address(), "/metrics").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("istio_"), "{metrics}");
+    assert!(metrics.contains("istio_mesh_identity_ca_requests_total"), "{metrics}");
+    assert!(metrics.contains("istio_mesh_identity_certificate_expiry_seconds"), "{metrics}");
 
     // The pod's HBONE port accepts from the node.
     let hbone = SocketAddr::from((pod.ip, 15008));
