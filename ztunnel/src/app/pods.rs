@@ -21,7 +21,7 @@ use crate::state::StateHandle;
 struct Book {
     /// ZDS uid -> the pod's workload.
     pods: HashMap<String, PodWorkload>,
-    /// Uids added or kept since the last snapshot ended.
+    /// Uids added or kept since the agent (re)connected.
     seen: HashSet<String>,
 }
 
@@ -125,11 +125,14 @@ impl Pods {
                 self.remove(&uid);
                 Ok(())
             }
+            ZdsRequest::Connected => {
+                self.book().seen.clear();
+                Ok(())
+            }
             ZdsRequest::SnapshotSent => {
                 let stale: Vec<String> = {
-                    let mut book = self.book();
-                    let seen = std::mem::take(&mut book.seen);
-                    book.pods.keys().filter(|uid| !seen.contains(*uid)).cloned().collect()
+                    let book = self.book();
+                    book.pods.keys().filter(|uid| !book.seen.contains(*uid)).cloned().collect()
                 };
                 for uid in stale {
                     tracing::info!(pod = uid, "not in the agent's snapshot; removing");

@@ -28,6 +28,10 @@ use ztunnel::app::{App, Config};
 
 const POD_UID: &str = "pod-uid-app";
 
+fn pod_info() -> WorkloadInfo {
+    WorkloadInfo { name: "app".into(), namespace: "default".into(), service_account: "app".into() }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     require_root().expect("this test needs root: run the suite as root (CI does)");
@@ -77,13 +81,8 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
 
     // The agent hands the pod over with its namespace.
     let mut agent = ZdsClient::connect(&zds_socket).await.unwrap();
-    let info = WorkloadInfo {
-        name: "app".into(),
-        namespace: "default".into(),
-        service_account: "app".into(),
-    };
     let netns = pod.netns().unwrap();
-    agent.add(POD_UID, info, netns.file()).await.unwrap();
+    agent.add(POD_UID, pod_info(), netns.file()).await.unwrap();
     eventually_status(ready, "/healthz/ready", 200).await;
 
     // The dump lists istiod's workload and the pod's certificate.
@@ -125,16 +124,22 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     let (_, body) = get(app.admin_address(), "/config_dump").await;
     let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(dump["pods"].as_array().unwrap().is_empty(), "{dump:#}");
-    let info = WorkloadInfo {
-        name: "app".into(),
-        namespace: "default".into(),
-        service_account: "app".into(),
-    };
-    agent.add(POD_UID, info, netns.file()).await.unwrap();
+    agent.add(POD_UID, pod_info(), netns.file()).await.unwrap();
     eventually_status(ready, "/healthz/ready", 200).await;
     let node = node_netns.clone();
     let accepted = tokio::task::spawn_blocking(move || connect_from_node(&node, hbone));
     accepted.await.unwrap().expect("15008 accepts again after the new Add");
+
+    // That Add came after this connection's snapshot; a reconnect whose
+    // snapshot does not replay it removes the pod too.
+    drop(agent);
+    let mut agent = ZdsClient::connect(&zds_socket).await.unwrap();
+    agent.snapshot_sent().await.unwrap();
+    let (_, body) = get(app.admin_address(), "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(dump["pods"].as_array().unwrap().is_empty(), "{dump:#}");
+    agent.add(POD_UID, pod_info(), netns.file()).await.unwrap();
+    eventually_status(ready, "/healthz/ready", 200).await;
 
     // Del removes the pod: its listeners close.
     agent.del(POD_UID).await.unwrap();
@@ -157,13 +162,8 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     // Drain: a pod with capture rules and an open plaintext connection
     // through its 15006; shutdown closes the listeners, waits out the
     // deadline for that connection, then closes it.
-    let info = WorkloadInfo {
-        name: "app".into(),
-        namespace: "default".into(),
-        service_account: "app".into(),
-    };
     Backend::Iptables.apply(&netns, &CaptureConfig::default()).unwrap();
-    agent.add(POD_UID, info, netns.file()).await.unwrap();
+    agent.add(POD_UID, pod_info(), netns.file()).await.unwrap();
     let app_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080));
     let app_listener = netns.run(move || std::net::TcpListener::bind(app_addr)).unwrap().unwrap();
     let server = std::thread::spawn(move || {
