@@ -82,6 +82,8 @@ async fn add_keep_del_snapshot_round_trip_with_a_pod_netns() {
     // The proxy's side: enter the pod's namespace from the received fd and
     // bind a listener there.
     let event = events.recv().await.unwrap();
+    assert!(matches!(event.request, ZdsRequest::Connected), "{:?}", event.request);
+    let event = events.recv().await.unwrap();
     let ZdsRequest::Add { uid, info: got, netns } = event.request else {
         panic!("expected an Add, got {:?}", event.request)
     };
@@ -143,6 +145,9 @@ async fn bad_requests_get_error_acks_and_the_connection_survives() {
         // Only well-formed requests get here; ack them all.
         let mut seen = Vec::new();
         while let Some(event) = events.recv().await {
+            if matches!(event.request, ZdsRequest::Connected) {
+                continue;
+            }
             seen.push(format!("{:?}", event.request));
             event.ack(Ok(()));
             if seen.len() == 1 {
@@ -196,6 +201,8 @@ async fn unanswered_requests_time_out_and_break_the_client() {
 
     // A responder dropped unanswered is an error ack.
     let proxy = tokio::spawn(async move {
+        let connected = events.recv().await.unwrap();
+        assert!(matches!(connected.request, ZdsRequest::Connected));
         let dropped = events.recv().await.unwrap();
         drop(dropped);
         // Hold the next one past the client's timeout.

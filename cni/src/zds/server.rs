@@ -31,6 +31,9 @@ pub enum ZdsRequest {
     Del { uid: String },
     /// The agent's snapshot is complete.
     SnapshotSent,
+    /// An agent connected (after the hello); its snapshot (Adds and Keeps,
+    /// then `SnapshotSent`) follows. Not a request: the answer goes nowhere.
+    Connected,
 }
 
 /// Sends the answer to one request; dropping it unanswered sends an error.
@@ -153,6 +156,12 @@ fn serve_connection(conn: &OwnedFd, events: &mpsc::Sender<ZdsEvent>, stop: &Atom
         return;
     }
     tracing::debug!("zds client connected");
+    let (tx, _unanswered) = oneshot::channel();
+    let connected = ZdsEvent { request: ZdsRequest::Connected, responder: Responder(tx) };
+    if events.blocking_send(connected).is_err() {
+        tracing::info!("zds events are no longer consumed; closing the connection");
+        return;
+    }
     while !stop.load(Ordering::Relaxed) {
         let answer = match codec::recv_packet(conn) {
             Ok(packet) => handle_packet(packet, events),

@@ -7,7 +7,8 @@
 //!   entered the pod's namespace.
 //! - [`PodProxies`]: [`PodProxies::add`] binds 15001, 15006 and 15008 in
 //!   the pod and serves them; [`PodProxies::remove`] stops the listeners
-//!   and closes the pod's connections.
+//!   and closes the pod's connections; [`PodProxies::stop_accepting`]
+//!   closes every pod's listeners but keeps open connections (a drain).
 //!
 //! 15008 terminates mTLS with the pod's own certificate (one listener per
 //! pod, so the pod's identity is the server identity), accepts any client
@@ -23,6 +24,7 @@ mod listeners;
 pub mod sockets;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -73,8 +75,18 @@ pub(crate) struct NodeProxy {
 #[derive(Debug)]
 struct Pod {
     _stop: watch::Sender<()>,
+    /// Dropping it closes the pod's listeners but not its connections.
+    accepting: Option<watch::Sender<()>>,
     /// The workload uid its pooled HBONE connections are keyed by.
     workload_uid: String,
+}
+
+/// Runs `work` until it ends or `signal`'s sender is dropped.
+async fn until_changed(mut signal: watch::Receiver<()>, work: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = signal.changed() => {}
+        () = work => {}
+    }
 }
 
 /// The in-pod proxies of one node, by pod uid.
@@ -103,6 +115,7 @@ impl PodProxies {
         let hbone = sockets.listen(any(HBONE_PORT)).await.map_err(sockets_error)?;
         let plaintext = sockets.listen(any(INBOUND_PLAINTEXT_PORT)).await.map_err(sockets_error)?;
         let (stop_tx, stop) = watch::channel(());
+        let (accepting_tx, accepting) = watch::channel(());
         // Fetch the pod's certificate now rather than on its first
         // connection (upstream prefetches identities of the node's pods).
         let workload_uid = pod.uid.clone();
@@ -119,14 +132,16 @@ impl PodProxies {
             sockets,
             stop: stop.clone(),
         });
-        spawn_until(stop.clone(), Arc::clone(&listeners).outbound(outbound));
-        spawn_until(stop.clone(), Arc::clone(&listeners).hbone(hbone));
-        spawn_until(stop, listeners.plaintext(plaintext));
+        let out = Arc::clone(&listeners).outbound(outbound);
+        spawn_until(stop.clone(), until_changed(accepting.clone(), out));
+        let hbone = Arc::clone(&listeners).hbone(hbone);
+        spawn_until(stop.clone(), until_changed(accepting.clone(), hbone));
+        spawn_until(stop, until_changed(accepting, listeners.plaintext(plaintext)));
         tracing::info!(pod = uid, netns = %netns.path().display(), "pod enrolled");
-        self.pods
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(uid.to_owned(), Pod { _stop: stop_tx, workload_uid });
+        self.pods.lock().unwrap_or_else(PoisonError::into_inner).insert(
+            uid.to_owned(),
+            Pod { _stop: stop_tx, accepting: Some(accepting_tx), workload_uid },
+        );
         Ok(())
     }
 
@@ -139,6 +154,15 @@ impl PodProxies {
         let pooled = self.node.outbound.pool.retain(|key| key.source_pod != pod.workload_uid);
         tracing::info!(pod = uid, pooled, "pod removed");
         true
+    }
+
+    /// Closes every pod's listeners and keeps their open connections (the
+    /// start of a drain); [`Self::remove`] then ends those.
+    pub fn stop_accepting(&self) {
+        let mut pods = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
+        for pod in pods.values_mut() {
+            pod.accepting = None;
+        }
     }
 
     /// Uids of the enrolled pods.

@@ -4,6 +4,7 @@
 //! (tracing target `access`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use mesh_model::{Identity, Workload};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -109,6 +110,9 @@ pub struct TcpMetrics {
     pub closed: Family<ConnectionLabels, Counter>,
     pub received_bytes: Family<ConnectionLabels, Counter>,
     pub sent_bytes: Family<ConnectionLabels, Counter>,
+    /// Connections opened and not yet closed (not exported; the binary's
+    /// drain waits for it to reach zero).
+    active: Arc<AtomicI64>,
 }
 
 impl TcpMetrics {
@@ -127,12 +131,19 @@ impl TcpMetrics {
     /// A connection was opened; call [`Self::closed`] with the same labels.
     pub fn opened(&self, labels: &ConnectionLabels) {
         self.opened.get_or_create(labels).inc();
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections opened and not yet closed.
+    pub fn active(&self) -> i64 {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// A connection closed after `received` bytes from the client and
     /// `sent` bytes to it.
     pub fn closed(&self, labels: &ConnectionLabels, received: u64, sent: u64) {
         self.closed.get_or_create(labels).inc();
+        self.active.fetch_sub(1, Ordering::Relaxed);
         self.received_bytes.get_or_create(labels).inc_by(received);
         self.sent_bytes.get_or_create(labels).inc_by(sent);
     }

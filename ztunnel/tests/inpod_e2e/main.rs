@@ -146,6 +146,48 @@ async fn removing_a_pod_closes_its_open_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_accepting_refuses_new_connections_and_keeps_open_ones() {
+    let mesh = mesh(&prefix("ix")).await;
+    let (_listener, _app) = echo_once(&mesh.server, APP_PORT);
+    let target = SocketAddr::from((mesh.server.ip, APP_PORT));
+    let client = mesh.client.clone();
+    let mut stream = tokio::task::spawn_blocking(move || {
+        let mut stream = connect_from(&client, target).unwrap();
+        stream.write_all(b"drain ").unwrap();
+        stream
+    })
+    .await
+    .unwrap();
+    mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
+
+    // The drain starts on node a: its pod's listeners close.
+    mesh.a.proxies.stop_accepting();
+    let mut refused = false;
+    for _ in 0..40 {
+        match connect_from(&mesh.client, target) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(refused, "no new connection after stop_accepting");
+
+    // The open one still carries bytes both ways.
+    let echoed = tokio::task::spawn_blocking(move || {
+        stream.write_all(b"me").unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).unwrap();
+        buf
+    })
+    .await
+    .unwrap();
+    assert_eq!(echoed, b"drain me");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_vip_is_load_balanced_to_the_server_pod() {
     let mesh = mesh(&prefix("is")).await;
     let (_listener, app) = echo_once(&mesh.server, APP_PORT);

@@ -10,6 +10,7 @@ use mesh_proto::discovery::aggregated_discovery_service_client::AggregatedDiscov
 use mesh_proto::discovery::{DeltaDiscoveryRequest, Node};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
 use super::state::{ResourceHandler, Subscription, TypeState};
@@ -67,9 +68,15 @@ impl Demander {
     }
 }
 
+/// Produces the metadata (for example `authorization: Bearer <token>`)
+/// sent when each stream opens; called again on every reconnect, so a
+/// rotating token is re-read.
+type StreamMetadata = Box<dyn Fn() -> MetadataMap + Send + Sync>;
+
 /// A delta ADS client. Register types, then `run` it in a task.
 pub struct XdsClient {
     channel: Channel,
+    metadata: Option<StreamMetadata>,
     config: XdsConfig,
     types: Vec<Registered>,
     ready: watch::Sender<bool>,
@@ -98,6 +105,7 @@ impl XdsClient {
         let (demand_tx, demand_rx) = mpsc::channel(REQUEST_QUEUE);
         Self {
             channel,
+            metadata: None,
             config,
             types: Vec::new(),
             ready: watch::Sender::new(false),
@@ -118,6 +126,16 @@ impl XdsClient {
             state: TypeState::new(type_url, subscription),
             handler: Box::new(handler),
         });
+        self
+    }
+
+    /// Sends `metadata()` with every stream it opens.
+    #[must_use]
+    pub fn with_stream_metadata(
+        mut self,
+        metadata: impl Fn() -> MetadataMap + Send + Sync + 'static,
+    ) -> Self {
+        self.metadata = Some(Box::new(metadata));
         self
     }
 
@@ -153,7 +171,11 @@ impl XdsClient {
             let _ = tx.try_send(t.state.initial_request(node.take()));
         }
         let mut client = AggregatedDiscoveryServiceClient::new(self.channel.clone());
-        let mut responses = match client.delta_aggregated_resources(ReceiverStream::new(rx)).await {
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(metadata) = &self.metadata {
+            *request.metadata_mut() = metadata();
+        }
+        let mut responses = match client.delta_aggregated_resources(request).await {
             Ok(r) => r.into_inner(),
             Err(status) => return StreamEnd { received, error: XdsError::Open(status) },
         };

@@ -1,0 +1,139 @@
+//! istiod (CA in local mode and ADS on one TLS port) and small HTTP and
+//! namespace helpers for the app tests.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use istiod::ca::local::{LocalNodeDirectory, LocalTokenAuthenticator};
+use istiod::ca::root::load_or_create_root;
+use istiod::ca::{
+    CaConfig, CaMetrics, CaService, ServiceAccountRef, server_tls, serving_certificate,
+};
+use istiod::translate::Output;
+use istiod::xds::{AdsService, ConfigStore};
+use mesh_model::Identity;
+use mesh_netns::PodHandle;
+use mesh_proto::workload as pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tonic::service::interceptor::InterceptedService;
+
+pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
+pub(crate) const ISTIOD_HOST: &str = "istiod.istio-system.svc";
+
+pub(crate) fn workload(pod: &PodHandle) -> pb::Address {
+    pb::Address {
+        r#type: Some(pb::address::Type::Workload(pb::Workload {
+            uid: format!("Kubernetes//Pod/default/{}", pod.name),
+            name: pod.name.clone(),
+            namespace: "default".into(),
+            addresses: vec![pod.ip.octets().to_vec()],
+            service_account: "app".into(),
+            node: "node-a".into(),
+            tunnel_protocol: pb::TunnelProtocol::Hbone as i32,
+            ..Default::default()
+        })),
+    }
+}
+
+/// The `authorization` header of the last ADS stream.
+pub(crate) type SeenToken = Arc<Mutex<Option<String>>>;
+
+/// CA and ADS on one TLS port; returns its address, the switch that
+/// starts serving (until then connections wait in the backlog) and what
+/// the ADS streams sent as `authorization`.
+pub(crate) async fn istiod(
+    state_dir: &Path,
+    pod: &PodHandle,
+) -> (SocketAddr, oneshot::Sender<()>, SeenToken) {
+    let authority =
+        load_or_create_root(&istiod::ca::local::FileRootStore::new(state_dir), TRUST_DOMAIN)
+            .await
+            .unwrap();
+    std::fs::write(state_dir.join("root-cert.pem"), authority.trust_bundle_pem().unwrap()).unwrap();
+    let ztunnel_id = Identity::new(TRUST_DOMAIN, "istio-system", "ztunnel").unwrap();
+    let authenticator =
+        LocalTokenAuthenticator::load_or_create(state_dir, &["node-a"], ztunnel_id).unwrap();
+    let directory = LocalNodeDirectory::new();
+    directory.replace([("node-a".to_owned(), ServiceAccountRef::new("default", "app"))]);
+    let cert =
+        serving_certificate(&authority, &[ISTIOD_HOST.to_owned()], Duration::from_secs(3600))
+            .unwrap();
+    let tls = server_tls(&cert).unwrap();
+    let (_tx, rx) = watch::channel(Arc::new(authority));
+    let ca = CaService::new(
+        CaConfig::new(TRUST_DOMAIN, "istio-system").unwrap(),
+        rx,
+        Arc::new(authenticator),
+        Some(Arc::new(directory)),
+        CaMetrics::default(),
+    );
+    let store = ConfigStore::new();
+    store.publish(&Output { addresses: vec![workload(pod)], ..Default::default() });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = SeenToken::default();
+    let ads = {
+        let seen = Arc::clone(&seen);
+        InterceptedService::new(
+            AdsService::new(store).into_server(),
+            move |request: tonic::Request<()>| {
+                let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+                *seen.lock().unwrap() = auth.map(str::to_owned);
+                Ok(request)
+            },
+        )
+    };
+    let (start, started) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = started.await;
+        let incoming = mesh_identity::grpc::incoming(listener, tls, Duration::from_secs(5));
+        tonic::transport::Server::builder()
+            .add_service(ca.into_server())
+            .add_service(ads)
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    (address, start, seen)
+}
+
+/// `GET path` over HTTP/1.1; returns the status code and body.
+pub(crate) async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+pub(crate) async fn eventually_status(address: SocketAddr, path: &str, want: u16) {
+    for _ in 0..200 {
+        if get(address, path).await.0 == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path} never answered {want}: last {:?}", get(address, path).await);
+}
+
+/// A TCP connect to `target` from the node's namespace.
+pub(crate) fn connect_from_node(
+    node_netns: &str,
+    target: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    mesh_netns::Netns::named(node_netns)
+        .unwrap()
+        .run(move || TcpStream::connect_timeout(&target, Duration::from_secs(2)))
+        .unwrap()
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
