@@ -84,7 +84,7 @@ fn cluster_ips(svc: &KubeService) -> Option<Vec<IpAddr>> {
 /// A Service port's number if it is a valid TCP port (1-65535). The same
 /// check guards the Service resource and the per-workload port lists, so a
 /// workload never names a port its Service does not have.
-fn valid_service_port(port: &k8s_openapi::api::core::v1::ServicePort) -> Option<u32> {
+fn valid_service_port(port: &ServicePort) -> Option<u32> {
     u32::try_from(port.port).ok().filter(|p| (1..=65535).contains(p))
 }
 
