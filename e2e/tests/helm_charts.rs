@@ -20,7 +20,7 @@ fn helm() -> PathBuf {
 }
 
 fn chart(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm").join(name)
+    mesh_test_support::repo_path("helm").join(name)
 }
 
 /// Runs helm with a private home so the user's helm config never leaks in.

@@ -9,7 +9,7 @@
     reason = "test code: a broken assumption is the failure report"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams, ValidationDirective};
@@ -20,7 +20,7 @@ use mesh_test_support::KubeHarness;
 const DEFAULT_NAMESPACE: &str = "user-manifests";
 
 fn manifests(dir: &str) -> Vec<(PathBuf, DynamicObject)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/base/tests").join(dir);
+    let dir = mesh_test_support::repo_path("helm/base/tests").join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

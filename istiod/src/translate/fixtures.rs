@@ -54,7 +54,7 @@ pub(super) const TRANSLATED_KINDS: [&str; 4] =
 /// Every `(file name, document)` of `helm/base/tests/examples` of a kind
 /// translation reads.
 pub(super) fn chart_examples() -> Vec<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/base/tests/examples");
+    let dir = mesh_test_support::repo_path("helm/base/tests/examples");
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();

@@ -195,7 +195,7 @@ spec:
 /// selector+targetRefs policy, which goes to waypoints and is skipped here.
 #[test]
 fn chart_invalid_examples_get_conditions() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/base/tests/invalid");
+    let dir = mesh_test_support::repo_path("helm/base/tests/invalid");
     let mut snap = snapshot(AMBIENT_DEFAULT);
     for entry in std::fs::read_dir(dir).unwrap() {
         add(&mut snap, &std::fs::read_to_string(entry.unwrap().path()).unwrap());

@@ -175,7 +175,7 @@ impl KubeHarness {
 
 /// `helm/base/crds` of this repository.
 pub fn crd_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../helm/base/crds")
+    crate::repo_path("helm/base/crds")
 }
 
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, HarnessError> {

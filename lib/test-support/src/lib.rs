@@ -18,6 +18,20 @@ mod process;
 mod test_ca;
 
 pub use echo::tcp_echo_server;
+
+/// `relative` inside this repository's checkout, found at run time from the
+/// package under test (`CARGO_MANIFEST_DIR`, set by cargo for tests) or the
+/// working directory, walking up to the workspace root (the directory with
+/// `Cargo.lock`). Looked up at run time, not compile time, so a build reused
+/// from another checkout of the repository still reads this checkout's files.
+pub fn repo_path(relative: &str) -> std::path::PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    let root = start.ancestors().find(|dir| dir.join("Cargo.lock").is_file()).unwrap_or(&start);
+    root.join(relative)
+}
 pub use kube_harness::{HarnessError, KubeHarness, crd_dir};
 pub use peers::{PEERS_DIR_ENV, PeerBinary, peers_dir};
 pub use test_ca::{IssuedLeaf, LeafSpec, TestCa};
