@@ -12,6 +12,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderMap;
 use mesh_hbone::H2Settings;
@@ -27,7 +28,9 @@ use mesh_test_support::{LeafSpec, TestCa};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use ztunnel::proxy::{InboundTunnels, Peer, TcpMetrics, Upstream};
+use ztunnel::proxy::{
+    ConnectionRegistry, InboundTunnels, Peer, TcpMetrics, Upstream, run_reconciler,
+};
 use ztunnel::state::StateHandle;
 
 const SERVER: &str = "spiffe://cluster.local/ns/default/sa/server";
@@ -77,6 +80,7 @@ struct Node {
     metrics: Arc<TcpMetrics>,
     registry: Registry,
     app: SocketAddr,
+    connections: ConnectionRegistry,
 }
 
 async fn echo() -> SocketAddr {
@@ -92,7 +96,8 @@ async fn node() -> Node {
     let metrics = Arc::new(TcpMetrics::default());
     let mut registry = Registry::with_prefix("istio");
     metrics.register(&mut registry);
-    Node { ca, trust, state, metrics, registry, app: echo().await }
+    let connections = ConnectionRegistry::default();
+    Node { ca, trust, state, metrics, registry, app: echo().await, connections }
 }
 
 fn cert(ca: &TestCa, id: &str) -> WorkloadCertificate {
@@ -129,6 +134,7 @@ async fn tunnel_with(
     let server_ctx = tls::server_context(&cert(&node.ca, SERVER), TlsSettings::default()).unwrap();
     let (trust, state, metrics) =
         (Arc::clone(&node.trust), node.state.clone(), Arc::clone(&node.metrics));
+    let connections = node.connections.clone();
     tokio::spawn(async move {
         let (stream, identity) = tls::accept(
             &server_ctx,
@@ -139,7 +145,8 @@ async fn tunnel_with(
         .await
         .unwrap();
         let peer = Peer { identity, address: SocketAddr::from((CLIENT_IP, 40000)) };
-        let mut inbound = InboundTunnels::new(state, "", peer, Arc::new(Plain), metrics);
+        let mut inbound =
+            InboundTunnels::new(state, "", peer, Arc::new(Plain), metrics).tracked(connections);
         if let Some(ip) = only_to {
             inbound = inbound.only_to(ip);
         }
@@ -194,7 +201,7 @@ async fn allowed_tunnel_reaches_the_app_and_is_measured() {
         if metrics_text(&node).contains("istio_tcp_connections_closed_total{") {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let text = metrics_text(&node);
     let received = text
@@ -204,9 +211,8 @@ async fn allowed_tunnel_reaches_the_app_and_is_measured() {
     assert!(received.ends_with(" 10"), "{received}");
 }
 
-#[tokio::test]
-async fn deny_policy_refuses_with_401() {
-    let node = node().await;
+/// DENY for the client's principal, namespace-wide.
+fn deny_client() -> mesh_model::Authorization {
     let principal = sec::StringMatch {
         match_type: Some(sec::string_match::MatchType::Exact(
             "cluster.local/ns/default/sa/client".into(),
@@ -224,8 +230,13 @@ async fn deny_policy_refuses_with_401() {
         }],
         ..Default::default()
     };
-    let policy = mesh_model::Authorization::try_from(policy).unwrap();
-    node.state.write(|s| s.insert_policy(policy));
+    mesh_model::Authorization::try_from(policy).unwrap()
+}
+
+#[tokio::test]
+async fn deny_policy_refuses_with_401() {
+    let node = node().await;
+    node.state.write(|s| s.insert_policy(deny_client()));
     assert!(matches!(tunnel(&node, CLIENT, node.app).await, Err(ConnectError::Denied)));
     // Another identity is not affected by the policy.
     let other = "spiffe://cluster.local/ns/default/sa/other";
@@ -272,4 +283,44 @@ async fn a_pod_listener_refuses_targets_other_than_its_pod() {
         "{refused:?}"
     );
     assert!(tunnel_only_to(&node, SERVER_IP, node.app).await.is_ok(), "its own pod is fine");
+}
+
+async fn echoes(stream: &mut mesh_hbone::H2Stream) -> bool {
+    if stream.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut buf)).await;
+    matches!(read, Ok(Ok(_))) && &buf == b"ping"
+}
+
+#[tokio::test]
+async fn a_deny_policy_closes_open_tunnels_of_its_principal_only() {
+    let node = node().await;
+    let reconciler = tokio::spawn(run_reconciler(node.connections.clone(), node.state.clone()));
+    let mut denied = tunnel(&node, CLIENT, node.app).await.unwrap();
+    let other = "spiffe://cluster.local/ns/default/sa/other";
+    let mut kept = tunnel(&node, other, node.app).await.unwrap();
+    assert!(echoes(&mut denied).await);
+    assert!(echoes(&mut kept).await);
+    assert_eq!(node.connections.len(), 2);
+
+    node.state.write(|s| s.insert_policy(deny_client()));
+
+    // The denied tunnel ends (EOF or reset) without the client closing it.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(2), denied.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the denied tunnel is still open");
+    assert!(echoes(&mut kept).await, "the other identity's tunnel was closed");
+    assert_eq!(node.connections.closed_by_policy().get(), 1);
+    for _ in 0..100 {
+        if node.connections.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(node.connections.len(), 1);
+    // New tunnels of the principal are refused.
+    assert!(matches!(tunnel(&node, CLIENT, node.app).await, Err(ConnectError::Denied)));
+    reconciler.abort();
 }

@@ -112,9 +112,10 @@ impl App {
         let xds_ready = xds.ready();
 
         let metrics = Arc::new(TcpMetrics::default());
-        let mut registry = Registry::with_prefix("istio");
-        metrics.register(&mut registry);
-        manager.register(&mut registry);
+        let mut registry = Registry::default();
+        let istio = registry.sub_registry_with_prefix("istio");
+        metrics.register(istio);
+        manager.register(istio);
         let outbound = OutboundProxy {
             state: state.clone(),
             network: config.network.clone(),
@@ -123,6 +124,7 @@ impl App {
             metrics: Arc::clone(&metrics),
         };
         let proxies = Arc::new(PodProxies::new(outbound, H2Settings::default()));
+        proxies.connections().register_metrics(registry.sub_registry_with_prefix("ztunnel"));
         let pods = Arc::new(Pods::new(
             proxies,
             state.clone(),

@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use super::sockets::{PodSockets, SocketError};
 use super::{NodeProxy, PodWorkload};
 use crate::policy::ConnectionInfo;
-use crate::proxy::{ConnectionLabels, InboundTunnels, Peer, Upstream, metrics::Reporter};
+use crate::proxy::{
+    ConnectionLabels, InboundTunnels, OpenConnection, Peer, Upstream, metrics::Reporter,
+};
 
 /// Runs `work` until it ends or the pod's stop signal fires (its sender is
 /// dropped).
@@ -53,6 +55,8 @@ pub enum ConnectionError {
     Socket(#[from] SocketError),
     #[error("copying: {0}")]
     Copy(#[source] io::Error),
+    #[error("policy changed: {0}")]
+    PolicyChanged(String),
 }
 
 /// Opens application connections from inside the pod, marked and bound to
@@ -148,7 +152,8 @@ impl PodListeners {
             upstream,
             Arc::clone(&node.outbound.metrics),
         )
-        .only_to(local.ip());
+        .only_to(local.ip())
+        .tracked(node.connections.clone());
         Ok(serve_connection(tls_stream, node.h2, Arc::new(inbound)).await?)
     }
 
@@ -191,9 +196,21 @@ impl PodListeners {
             ConnectionLabels::new(Reporter::Destination, source.as_deref(), None, &destination);
         let metrics = &self.node.outbound.metrics;
         metrics.opened(&labels);
-        let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        let mut registration = self.node.connections.register(OpenConnection {
+            source_identity: None,
+            source_ip: peer.ip(),
+            destination: original,
+            destination_uid: destination.uid.clone(),
+        });
+        let copied = tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                r.map_err(ConnectionError::Copy)
+            }
+            reason = registration.closed() => Err(ConnectionError::PolicyChanged(reason)),
+        };
+        drop(registration);
         let (received, sent) = copied.as_ref().map_or((0, 0), |c| *c);
         metrics.closed(&labels, received, sent);
-        copied.map(drop).map_err(ConnectionError::Copy)
+        copied.map(drop)
     }
 }

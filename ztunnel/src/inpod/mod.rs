@@ -19,6 +19,10 @@
 //! address, so the application sees the real source. 15006 applies L4
 //! policy to a plaintext (identity-less) client and closes denied
 //! connections.
+//!
+//! Inbound connections admitted under L4 policy (both ports) are tracked in
+//! the node's [`ConnectionRegistry`]; [`PodProxies::new`] starts its
+//! reconciler, which closes those a state change no longer allows.
 
 mod listeners;
 pub mod sockets;
@@ -39,6 +43,7 @@ use listeners::{PodListeners, spawn_until};
 use sockets::{PodSockets, SocketError};
 
 use crate::proxy::outbound::{HBONE_PORT, OutboundProxy};
+use crate::proxy::{ConnectionRegistry, run_reconciler};
 
 /// Outbound capture port inside each pod.
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -69,6 +74,7 @@ pub(crate) struct NodeProxy {
     pub(crate) outbound: OutboundProxy,
     pub(crate) tls: Arc<TlsContexts>,
     pub(crate) h2: H2Settings,
+    pub(crate) connections: ConnectionRegistry,
 }
 
 /// One enrolled pod: dropping `stop` ends its listeners and connections.
@@ -94,14 +100,36 @@ async fn until_changed(mut signal: watch::Receiver<()>, work: impl Future<Output
 pub struct PodProxies {
     node: Arc<NodeProxy>,
     pods: Mutex<HashMap<String, Pod>>,
+    /// The policy reconciler, stopped when this is dropped.
+    reconciler: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for PodProxies {
+    fn drop(&mut self) {
+        if let Some(reconciler) = &self.reconciler {
+            reconciler.abort();
+        }
+    }
 }
 
 impl PodProxies {
     /// `outbound` carries the state, network, TLS contexts, pool and
-    /// metrics shared by every pod of the node.
+    /// metrics shared by every pod of the node. Called within a Tokio
+    /// runtime, it starts the policy reconciler on it.
     pub fn new(outbound: OutboundProxy, h2: H2Settings) -> Self {
         let tls = Arc::clone(&outbound.tls);
-        Self { node: Arc::new(NodeProxy { outbound, tls, h2 }), pods: Mutex::default() }
+        let connections = ConnectionRegistry::default();
+        let reconciler = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let task = run_reconciler(connections.clone(), outbound.state.clone());
+            runtime.spawn(task).abort_handle()
+        });
+        let node = Arc::new(NodeProxy { outbound, tls, h2, connections });
+        Self { node, pods: Mutex::default(), reconciler }
+    }
+
+    /// The node's open inbound connections under L4 policy.
+    pub fn connections(&self) -> &ConnectionRegistry {
+        &self.node.connections
     }
 
     /// Starts proxying for the pod `uid` whose namespace is `netns`: binds

@@ -12,6 +12,7 @@ use mesh_model::{GatewayDestination, Identity, Workload};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use super::connections::{ConnectionRegistry, OpenConnection, Registration};
 use super::metrics::{ConnectionLabels, Reporter, SharedMetrics};
 use crate::policy::ConnectionInfo;
 use crate::state::StateHandle;
@@ -46,6 +47,9 @@ pub struct InboundTunnels<U> {
     metrics: SharedMetrics,
     /// When set, the only IP tunnels may target (see [`Self::only_to`]).
     local_ip: Option<IpAddr>,
+    /// When set, streams admitted by L4 policy are tracked here and closed
+    /// when policy stops allowing them (see [`Self::tracked`]).
+    connections: Option<ConnectionRegistry>,
 }
 
 impl<U> std::fmt::Debug for InboundTunnels<U> {
@@ -65,7 +69,15 @@ impl<U: Upstream> InboundTunnels<U> {
         upstream: Arc<U>,
         metrics: SharedMetrics,
     ) -> Self {
-        Self { state, network: network.into(), peer, upstream, metrics, local_ip: None }
+        Self {
+            state,
+            network: network.into(),
+            peer,
+            upstream,
+            metrics,
+            local_ip: None,
+            connections: None,
+        }
     }
 
     /// Refuses (400) tunnels to any IP but `ip`: the address the client
@@ -74,6 +86,13 @@ impl<U: Upstream> InboundTunnels<U> {
     /// without this a client could use the pod to reach other addresses.
     pub fn only_to(mut self, ip: IpAddr) -> Self {
         self.local_ip = Some(ip);
+        self
+    }
+
+    /// Tracks streams admitted under L4 policy in `registry`, whose
+    /// reconciler closes them once policy no longer allows them.
+    pub fn tracked(mut self, registry: ConnectionRegistry) -> Self {
+        self.connections = Some(registry);
         self
     }
 
@@ -138,6 +157,8 @@ pub struct OpenTunnel<S> {
     started: Instant,
     /// Carries the connection's addresses and identities for its log lines.
     span: tracing::Span,
+    /// Present when the stream is tracked for policy changes.
+    registration: Option<Registration>,
 }
 
 impl<U: Upstream> InboundTunnels<U> {
@@ -189,14 +210,30 @@ impl<U: Upstream> Inbound for InboundTunnels<U> {
         span.record("dst.workload", destination.name.as_str());
         span.record("dst.namespace", destination.namespace.as_str());
         tracing::info!(target: "access", parent: &span, "connection opened");
-        Ok(OpenTunnel { upstream, labels, started: Instant::now(), span })
+        let registration = self.connections.as_ref().filter(|_| !from_waypoint).map(|r| {
+            r.register(OpenConnection {
+                source_identity: Some(self.peer.identity.clone()),
+                source_ip: self.peer.address.ip(),
+                destination: request.target,
+                destination_uid: destination.uid.clone(),
+            })
+        });
+        Ok(OpenTunnel { upstream, labels, started: Instant::now(), span, registration })
     }
 
     async fn proxy(&self, mut open: Self::Upstream, mut tunnel: H2Stream) {
-        let result = tokio::io::copy_bidirectional(&mut tunnel, &mut open.upstream).await;
+        let copy = tokio::io::copy_bidirectional(&mut tunnel, &mut open.upstream);
+        let result = match open.registration.as_mut() {
+            Some(registration) => tokio::select! {
+                r = copy => r.map_err(|e| e.to_string()),
+                reason = registration.closed() => Err(format!("policy changed: {reason}")),
+            },
+            None => copy.await.map_err(|e| e.to_string()),
+        };
+        drop(open.registration.take());
         let (received, sent, error) = match result {
             Ok((from_client, to_client)) => (from_client, to_client, None),
-            Err(e) => (0, 0, Some(e.to_string())),
+            Err(e) => (0, 0, Some(e)),
         };
         self.metrics.closed(&open.labels, received, sent);
         tracing::info!(

@@ -11,12 +11,16 @@
 //!   15008, pooled HTTP/2, CONNECT with `forwarded` and `baggage`) for mesh
 //!   workloads, through the waypoint when the destination has one, plain
 //!   TCP otherwise.
+//! - [`connections`]: the registry of open inbound connections and the
+//!   reconciler that closes those a policy change no longer allows.
 //! - [`metrics`]: Istio's TCP metrics and the access log.
 
+pub mod connections;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 
+pub use connections::{ConnectionRegistry, OpenConnection, Registration, run_reconciler};
 pub use inbound::{InboundTunnels, Peer, Upstream};
 pub use metrics::{ConnectionLabels, Reporter, SharedMetrics, TcpMetrics};
 pub use outbound::{HbonePool, OutboundProxy, PoolKey};

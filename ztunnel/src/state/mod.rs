@@ -14,6 +14,9 @@
 //!   and short (one xDS response), reads are many and short; an ArcSwap
 //!   snapshot would copy the whole store on every update, which a large mesh
 //!   with frequent endpoint churn cannot afford.
+//! - Every write bumps a generation on a `tokio::sync::watch` channel
+//!   ([`StateHandle::changes`]) so that open connections can be re-checked
+//!   against the new policies (see `crate::proxy::connections`).
 
 mod balance;
 mod dump;
@@ -30,6 +33,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use ipnet::IpNet;
 use mesh_model::{Authorization, NamespacedHostname, Service, Workload};
+use tokio::sync::watch;
 
 pub use balance::{Endpoint, is_passthrough};
 pub use lookup::Destination;
@@ -71,14 +75,23 @@ pub enum StateError {
 
 /// A cloneable, shared handle on one [`ProxyState`]. See the module docs for
 /// the locking rules.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StateHandle {
     inner: Arc<RwLock<ProxyState>>,
+    /// The write generation, bumped after every [`Self::write`].
+    generation: Arc<watch::Sender<u64>>,
+}
+
+impl Default for StateHandle {
+    fn default() -> Self {
+        Self::new(ProxyState::default())
+    }
 }
 
 impl StateHandle {
     pub fn new(state: ProxyState) -> Self {
-        Self { inner: Arc::new(RwLock::new(state)) }
+        let (generation, _) = watch::channel(0);
+        Self { inner: Arc::new(RwLock::new(state)), generation: Arc::new(generation) }
     }
 
     /// A read guard for a short, synchronous look: do not hold it across an
@@ -89,9 +102,35 @@ impl StateHandle {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` with exclusive access; used by the xDS handlers.
+    /// Runs `f` with exclusive access; used by the xDS handlers. Watchers
+    /// of [`Self::changes`] are told once the guard is released.
     pub fn write<R>(&self, f: impl FnOnce(&mut ProxyState) -> R) -> R {
-        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        f(&mut guard)
+        let result = {
+            let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard)
+        };
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        result
+    }
+
+    /// The write generation: it changes after every [`Self::write`] (a
+    /// watcher sees the latest value; several writes may coalesce).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_write_bumps_the_generation() {
+        let state = StateHandle::default();
+        let mut changes = state.changes();
+        assert!(!changes.has_changed().unwrap_or(true));
+        state.write(|_| ());
+        assert!(changes.has_changed().unwrap_or(false));
+        assert_eq!(*changes.borrow_and_update(), 1);
     }
 }
