@@ -214,6 +214,14 @@ impl Mesh {
         self.topology.node(name).unwrap().netns_name.clone()
     }
 
+    /// Lists WORKLOAD_SELECTOR policies (`ns/name` keys) on the server
+    /// pod's workload in `node`'s state.
+    pub(crate) fn server_policies(&self, node: &Node, keys: &[&str]) {
+        let mut server = server_workload(&self.server, false);
+        server.authorization_policies = keys.iter().map(|k| (*k).to_owned()).collect();
+        insert(&node.state, &uid("server"), pb::address::Type::Workload(server));
+    }
+
     /// Puts the server pod behind the waypoint, on both nodes.
     pub(crate) fn use_waypoint(&self) {
         for node in [&self.a, &self.b] {

@@ -13,6 +13,7 @@
 )]
 
 mod harness;
+mod policy_change;
 mod waypoint;
 
 use std::io::{ErrorKind, Read, Write};
