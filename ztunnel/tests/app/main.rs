@@ -11,9 +11,9 @@
     reason = "test code"
 )]
 
+mod offline;
 mod support;
 
-use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use mesh_cni::{Backend, CaptureConfig};
 use mesh_netns::{NodeSpec, PodHandle, PodSpec, Topology, require_root};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use ztunnel::app::{App, Config};
+use ztunnel::app::App;
 
 const POD_UID: &str = "pod-uid-app";
 
@@ -46,25 +46,7 @@ async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
     let (istiod, serve_istiod, seen_token) = istiod(dir.path(), &pod).await;
     let token = LocalTokenAuthenticator::token_path(dir.path(), "node-a");
     let zds_socket = dir.path().join("ztunnel.sock");
-    let vars: HashMap<String, String> = [
-        ("CA_ADDRESS", format!("{ISTIOD_HOST}:15012")),
-        ("XDS_ADDRESS", format!("{ISTIOD_HOST}:15012")),
-        ("ISTIOD_DIAL_ADDRESS", istiod.to_string()),
-        ("NODE_NAME", "node-a".into()),
-        ("POD_NAME", "ztunnel-a".into()),
-        ("POD_NAMESPACE", "istio-system".into()),
-        ("INSTANCE_IP", "10.0.0.1".into()),
-        ("ROOT_CERT_PATH", dir.path().join("root-cert.pem").display().to_string()),
-        ("TOKEN_PATH", token.display().to_string()),
-        ("ZDS_SOCKET_PATH", zds_socket.display().to_string()),
-        ("ADMIN_ADDRESS", "127.0.0.1:0".into()),
-        ("METRICS_ADDRESS", "127.0.0.1:0".into()),
-        ("READINESS_ADDRESS", "127.0.0.1:0".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let config = Config::from_map(&vars).unwrap();
+    let config = app_config(dir.path(), istiod, &zds_socket);
     let app = App::start(config).await.unwrap();
     let ready = app.readiness_address();
 

@@ -137,3 +137,50 @@ pub(crate) fn connect_from_node(
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// The app's config against istiod dialled at `istiod`, with its ZDS
+/// socket at `zds_socket` and every HTTP port chosen by the OS.
+pub(crate) fn app_config(
+    state_dir: &Path,
+    istiod: SocketAddr,
+    zds_socket: &Path,
+) -> ztunnel::app::Config {
+    let token = LocalTokenAuthenticator::token_path(state_dir, "node-a");
+    let vars: std::collections::HashMap<String, String> = [
+        ("CA_ADDRESS", format!("{ISTIOD_HOST}:15012")),
+        ("XDS_ADDRESS", format!("{ISTIOD_HOST}:15012")),
+        ("ISTIOD_DIAL_ADDRESS", istiod.to_string()),
+        ("NODE_NAME", "node-a".into()),
+        ("POD_NAME", "ztunnel-a".into()),
+        ("POD_NAMESPACE", "istio-system".into()),
+        ("INSTANCE_IP", "10.0.0.1".into()),
+        ("ROOT_CERT_PATH", state_dir.join("root-cert.pem").display().to_string()),
+        ("TOKEN_PATH", token.display().to_string()),
+        ("ZDS_SOCKET_PATH", zds_socket.display().to_string()),
+        ("ADMIN_ADDRESS", "127.0.0.1:0".into()),
+        ("METRICS_ADDRESS", "127.0.0.1:0".into()),
+        ("READINESS_ADDRESS", "127.0.0.1:0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    ztunnel::app::Config::from_map(&vars).unwrap()
+}
+
+/// A TCP relay to `to`; aborting the returned task closes its listener
+/// and every relayed connection (the tasks of its `JoinSet`).
+pub(crate) async fn relay(to: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (address, task)
+}
