@@ -173,6 +173,7 @@ impl PodListeners {
             TcpStream::from_std(std_stream).map_err(ConnectionError::OriginalDestination)?;
         let state = &self.node.outbound.state;
         let network = &self.node.outbound.network;
+        let admitted_at = state.generation();
         let (destination, source) = {
             let s = state.read();
             let destination = s
@@ -196,12 +197,13 @@ impl PodListeners {
             ConnectionLabels::new(Reporter::Destination, source.as_deref(), None, &destination);
         let metrics = &self.node.outbound.metrics;
         metrics.opened(&labels);
-        let mut registration = self.node.connections.register(OpenConnection {
+        let facts = OpenConnection {
             source_identity: None,
             source_ip: peer.ip(),
             destination: original,
             destination_uid: destination.uid.clone(),
-        });
+        };
+        let mut registration = self.node.connections.register(facts, state, admitted_at);
         let copied = tokio::select! {
             r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 r.map_err(ConnectionError::Copy)

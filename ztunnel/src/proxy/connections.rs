@@ -58,11 +58,43 @@ impl ConnectionRegistry {
     }
 
     /// Tracks a connection until the returned registration is dropped.
-    pub fn register(&self, facts: OpenConnection) -> Registration {
+    /// `admitted_at` is the state's generation read before the connection
+    /// was authorized: when the state changed since (the reconciler may
+    /// have run before this entry existed), the connection is re-checked
+    /// here.
+    pub fn register(
+        &self,
+        facts: OpenConnection,
+        state: &StateHandle,
+        admitted_at: u64,
+    ) -> Registration {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (close, closed) = watch::channel(None);
+        let recheck = (state.generation() != admitted_at).then(|| (facts.clone(), close.clone()));
         self.entries().insert(id, Entry { facts, close });
+        if let Some((facts, close)) = recheck
+            && let Some(reason) = denial(state, &facts)
+        {
+            self.close(&facts, &close, reason);
+        }
         Registration { registry: self.clone(), id, closed }
+    }
+
+    /// Closes one connection: access log, counter, signal.
+    fn close(&self, facts: &OpenConnection, close: &watch::Sender<Option<String>>, reason: String) {
+        tracing::info!(
+            target: "access",
+            direction = "inbound",
+            src.addr = %facts.source_ip,
+            src.identity = facts.source_identity.as_ref().map(ToString::to_string),
+            dst.addr = %facts.destination,
+            dst.workload_uid = facts.destination_uid,
+            error = "policy changed",
+            %reason,
+            "connection closed"
+        );
+        self.inner.closed_by_policy.inc();
+        close.send_replace(Some(reason));
     }
 
     /// Connections currently tracked.
@@ -101,41 +133,29 @@ impl ConnectionRegistry {
             .collect();
         let mut closed = 0;
         for (facts, close) in open {
-            let denial = {
-                let s = state.read();
-                match s.workload_by_uid(&facts.destination_uid) {
-                    None => Some("destination workload removed".to_owned()),
-                    Some(destination) => {
-                        let decision = s.still_allowed(&ConnectionInfo {
-                            source_identity: facts.source_identity.as_ref(),
-                            source_ip: facts.source_ip,
-                            destination_ip: facts.destination.ip(),
-                            destination_port: facts.destination.port(),
-                            destination_workload: &destination,
-                        });
-                        (!decision.allowed).then(|| decision.reason.to_string())
-                    }
-                }
-            };
-            if let Some(reason) = denial {
-                tracing::info!(
-                    target: "access",
-                    direction = "inbound",
-                    src.addr = %facts.source_ip,
-                    src.identity = facts.source_identity.as_ref().map(ToString::to_string),
-                    dst.addr = %facts.destination,
-                    dst.workload_uid = facts.destination_uid,
-                    error = "policy changed",
-                    %reason,
-                    "connection closed"
-                );
+            if let Some(reason) = denial(state, &facts) {
+                self.close(&facts, &close, reason);
                 closed += 1;
-                self.inner.closed_by_policy.inc();
-                close.send_replace(Some(reason));
             }
         }
         closed
     }
+}
+
+/// Why `state` no longer allows the connection, if it does not.
+fn denial(state: &StateHandle, facts: &OpenConnection) -> Option<String> {
+    let s = state.read();
+    let Some(destination) = s.workload_by_uid(&facts.destination_uid) else {
+        return Some("destination workload removed".to_owned());
+    };
+    let decision = s.still_allowed(&ConnectionInfo {
+        source_identity: facts.source_identity.as_ref(),
+        source_ip: facts.source_ip,
+        destination_ip: facts.destination.ip(),
+        destination_port: facts.destination.port(),
+        destination_workload: &destination,
+    });
+    (!decision.allowed).then(|| decision.reason.to_string())
 }
 
 /// One tracked connection; dropping it forgets the connection.
@@ -179,5 +199,75 @@ pub async fn run_reconciler(registry: ConnectionRegistry, state: StateHandle) {
         if closed > 0 {
             tracing::info!(closed, "policy change closed open connections");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mesh_model::{Action, Clause, Match, Rule, Scope, StringMatch};
+
+    use super::*;
+    use crate::state::ProxyState;
+    use crate::state::testutil::{insert_workload, ip, policy, workload};
+
+    fn state() -> StateHandle {
+        let mut s = ProxyState::default();
+        insert_workload(&mut s, workload("dst", "10.0.0.1"));
+        StateHandle::new(s)
+    }
+
+    fn facts(sa: &str) -> OpenConnection {
+        OpenConnection {
+            source_identity: Some(Identity::new("cluster.local", "ns", sa).unwrap()),
+            source_ip: ip("10.1.0.1"),
+            destination: SocketAddr::new(ip("10.0.0.1"), 80),
+            destination_uid: "dst".into(),
+        }
+    }
+
+    fn deny(sa: &str) -> mesh_model::Authorization {
+        let principal = StringMatch::Exact(format!("cluster.local/ns/ns/sa/{sa}"));
+        let m = Match { principals: vec![principal], ..Default::default() };
+        let rules = vec![Rule { clauses: vec![Clause { matches: vec![m] }] }];
+        policy("ns", "deny", Scope::Namespace, Action::Deny, rules)
+    }
+
+    async fn is_closed(r: &mut Registration) -> Option<String> {
+        tokio::time::timeout(Duration::from_millis(50), r.closed()).await.ok()
+    }
+
+    #[tokio::test]
+    async fn reconcile_closes_only_what_the_state_denies_and_drop_forgets() {
+        let (state, registry) = (state(), ConnectionRegistry::default());
+        let at = state.generation();
+        let mut a = registry.register(facts("a"), &state, at);
+        let mut b = registry.register(facts("b"), &state, at);
+        assert_eq!(registry.reconcile(&state), 0);
+        state.write(|s| s.insert_policy(deny("a")));
+        assert_eq!(registry.reconcile(&state), 1);
+        let reason = is_closed(&mut a).await.unwrap();
+        assert!(reason.contains("ns/deny"), "{reason}");
+        assert_eq!(is_closed(&mut b).await, None);
+        // Closed entries are not counted twice.
+        assert_eq!(registry.reconcile(&state), 0);
+        assert_eq!(registry.closed_by_policy().get(), 1);
+        drop(a);
+        assert_eq!(registry.len(), 1);
+        state.write(|s| s.remove_address("dst"));
+        assert_eq!(registry.reconcile(&state), 1);
+        assert_eq!(is_closed(&mut b).await.as_deref(), Some("destination workload removed"));
+    }
+
+    #[tokio::test]
+    async fn a_change_between_admission_and_registration_is_checked() {
+        let (state, registry) = (state(), ConnectionRegistry::default());
+        let admitted_at = state.generation();
+        state.write(|s| s.insert_policy(deny("a")));
+        let mut late = registry.register(facts("a"), &state, admitted_at);
+        assert!(is_closed(&mut late).await.is_some());
+        let mut current = registry.register(facts("a"), &state, state.generation());
+        assert_eq!(is_closed(&mut current).await, None, "no re-check without a change");
     }
 }

@@ -182,6 +182,7 @@ impl<U: Upstream> Inbound for InboundTunnels<U> {
 
     async fn open(&self, request: ConnectRequest) -> Result<Self::Upstream, Refusal> {
         let span = self.access_span(request.target);
+        let admitted_at = self.state.generation();
         let (destination, from_waypoint) = self.admit(request.target).inspect_err(|refusal| {
             tracing::info!(target: "access", parent: &span, error = %refusal, "connection refused");
         })?;
@@ -211,12 +212,13 @@ impl<U: Upstream> Inbound for InboundTunnels<U> {
         span.record("dst.namespace", destination.namespace.as_str());
         tracing::info!(target: "access", parent: &span, "connection opened");
         let registration = self.connections.as_ref().filter(|_| !from_waypoint).map(|r| {
-            r.register(OpenConnection {
+            let facts = OpenConnection {
                 source_identity: Some(self.peer.identity.clone()),
                 source_ip: self.peer.address.ip(),
                 destination: request.target,
                 destination_uid: destination.uid.clone(),
-            })
+            };
+            r.register(facts, &self.state, admitted_at)
         });
         Ok(OpenTunnel { upstream, labels, started: Instant::now(), span, registration })
     }

@@ -113,6 +113,11 @@ impl StateHandle {
         result
     }
 
+    /// The current write generation (see [`Self::changes`]).
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
     /// The write generation: it changes after every [`Self::write`] (a
     /// watcher sees the latest value; several writes may coalesce).
     pub fn changes(&self) -> watch::Receiver<u64> {
