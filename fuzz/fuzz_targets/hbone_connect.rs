@@ -9,9 +9,8 @@ fuzz_target!(|data: &[u8]| {
     let mut lines = data.split(|&b| b == b'\n');
     let method = lines.next().unwrap_or_default();
     let authority = lines.next().unwrap_or_default();
-    let mut builder = http::Request::builder()
-        .method(method)
-        .uri(String::from_utf8_lossy(authority).as_ref());
+    let mut builder =
+        http::Request::builder().method(method).uri(String::from_utf8_lossy(authority).as_ref());
     for line in lines {
         let (name, value) = match line.iter().position(|&b| b == b':') {
             Some(at) => line.split_at(at),
