@@ -8,7 +8,7 @@
 //! 80 -> 8080 on the server pod, and the waypoint's workload and service
 //! (port 15008); [`Mesh::use_waypoint`] puts the server pod behind it.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
@@ -347,7 +347,7 @@ pub(crate) async fn until_closed(
         let mut buf = Vec::new();
         match stream.read_to_end(&mut buf) {
             Ok(_) => buf,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => buf,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => buf,
             Err(e) => panic!("expected the connection to be closed, got {e}"),
         }
     })
@@ -388,4 +388,32 @@ pub(crate) fn forwarded_packets(node_netns: &str, dst: Ipv4Addr, port: u16) -> u
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// Opens a connection from `pod` to `target` and sends `hello` (no
+/// half-close: it stays open).
+pub(crate) async fn open(pod: &PodHandle, target: SocketAddr, hello: &'static [u8]) -> TcpStream {
+    let pod = pod.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = connect_from(&pod, target).unwrap();
+        stream.write_all(hello).unwrap();
+        stream
+    })
+    .await
+    .unwrap()
+}
+
+/// Reads `stream` to its end and asserts it was closed (EOF without data
+/// or a reset), not timed out (`connect_from` sets a 10 s read timeout).
+pub(crate) async fn assert_closed(mut stream: TcpStream) {
+    let got = tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).map(|_| buf)
+    })
+    .await
+    .unwrap();
+    match got {
+        Ok(buf) => assert!(buf.is_empty(), "closed without data: {buf:?}"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "closed, not timed out: {e}"),
+    }
 }

@@ -94,17 +94,23 @@ async fn concurrent_connections_share_one_hbone_connection() {
     while let Some(same) = sessions.join_next().await {
         assert!(same.unwrap(), "every session gets its own bytes back");
     }
-    let key = PoolKey {
+    let key = client_to_server_key(&mesh);
+    assert_eq!(mesh.a.pool.connection_count(&key), 1);
+    let opened =
+        mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
+    assert!(opened.ends_with(" 16"), "{opened}");
+}
+
+/// The pool key of node a's HBONE connections from the client pod to the
+/// server pod.
+fn client_to_server_key(mesh: &Mesh) -> PoolKey {
+    PoolKey {
         source_pod: uid("client"),
         source_identity: CLIENT_ID.parse().unwrap(),
         destination_identity: SERVER_ID.parse().unwrap(),
         source_ip: IpAddr::V4(mesh.client.ip),
         destination_ip: IpAddr::V4(mesh.server.ip),
-    };
-    assert_eq!(mesh.a.pool.connection_count(&key), 1);
-    let opened =
-        mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
-    assert!(opened.ends_with(" 16"), "{opened}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,38 +118,16 @@ async fn removing_a_pod_closes_its_open_connections() {
     let mesh = mesh(&prefix("ir")).await;
     let (_listener, _app) = echo_once(&mesh.server, APP_PORT);
     let target = SocketAddr::from((mesh.server.ip, APP_PORT));
-    let client = mesh.client.clone();
-    let mut stream = tokio::task::spawn_blocking(move || {
-        let mut stream = connect_from(&client, target).unwrap();
-        stream.write_all(b"still open").unwrap();
-        stream
-    })
-    .await
-    .unwrap();
+    let stream = open(&mesh.client, target, b"still open").await;
     // The tunnel is up end to end once node b has counted it.
     mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
 
-    let key = PoolKey {
-        source_pod: uid("client"),
-        source_identity: CLIENT_ID.parse().unwrap(),
-        destination_identity: SERVER_ID.parse().unwrap(),
-        source_ip: IpAddr::V4(mesh.client.ip),
-        destination_ip: IpAddr::V4(mesh.server.ip),
-    };
+    let key = client_to_server_key(&mesh);
     assert_eq!(mesh.a.pool.connection_count(&key), 1, "one pooled HBONE connection");
 
     assert!(mesh.a.proxies.remove(&uid("client")));
     assert_eq!(mesh.a.pool.connection_count(&key), 0, "the pod's pooled connections are dropped");
-    let got = tokio::task::spawn_blocking(move || {
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).map(|_| buf)
-    })
-    .await
-    .unwrap();
-    match got {
-        Ok(buf) => assert!(buf.is_empty(), "closed without data: {buf:?}"),
-        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "closed, not timed out: {e}"),
-    }
+    assert_closed(stream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,14 +135,7 @@ async fn stop_accepting_refuses_new_connections_and_keeps_open_ones() {
     let mesh = mesh(&prefix("ix")).await;
     let (_listener, _app) = echo_once(&mesh.server, APP_PORT);
     let target = SocketAddr::from((mesh.server.ip, APP_PORT));
-    let client = mesh.client.clone();
-    let mut stream = tokio::task::spawn_blocking(move || {
-        let mut stream = connect_from(&client, target).unwrap();
-        stream.write_all(b"drain ").unwrap();
-        stream
-    })
-    .await
-    .unwrap();
+    let mut stream = open(&mesh.client, target, b"drain ").await;
     mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
 
     // The drain starts on node a: its pod's listeners close.

@@ -2,48 +2,19 @@
 //! ones a new policy denies (HBONE and plaintext on 15006), and new ones
 //! are refused. PeerAuthentication STRICT as istiod synthesizes it.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use mesh_proto::security as sec;
 
 use super::harness::*;
 use super::{deny_client, prefix};
 
-/// Opens a connection from `pod` to `target` and sends `hello` (no
-/// half-close: it stays open).
-async fn open(pod: &mesh_netns::PodHandle, target: SocketAddr) -> TcpStream {
-    let pod = pod.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut stream = connect_from(&pod, target).unwrap();
-        stream.write_all(b"hello").unwrap();
-        stream
-    })
-    .await
-    .unwrap()
-}
-
-/// Reads `stream` to its end and asserts it was closed (EOF without data
-/// or a reset), not timed out (`connect_from` sets a 10 s read timeout).
-async fn assert_closed(mut stream: TcpStream) {
-    let got = tokio::task::spawn_blocking(move || {
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).map(|_| buf)
-    })
-    .await
-    .unwrap();
-    match got {
-        Ok(buf) => assert!(buf.is_empty(), "closed without data: {buf:?}"),
-        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "closed, not timed out: {e}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_policy_closes_an_open_connection_and_refuses_new_ones() {
     let mesh = mesh(&prefix("ip")).await;
     echo_all(&mesh.server, APP_PORT);
     let target = SocketAddr::from((mesh.server.ip, APP_PORT));
-    let stream = open(&mesh.client, target).await;
+    let stream = open(&mesh.client, target, b"hello").await;
     mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
     assert_eq!(mesh.b.proxies.connections().len(), 1);
 
@@ -82,7 +53,7 @@ async fn peer_authentication_strict_rejects_plaintext_and_admits_mtls() {
     echo_all(&mesh.server, APP_PORT);
     let target = SocketAddr::from((mesh.server.ip, APP_PORT));
     // A plaintext connection from outside the mesh, open before STRICT.
-    let plaintext = open(&mesh.legacy, target).await;
+    let plaintext = open(&mesh.legacy, target, b"hello").await;
     let opened = "istio_tcp_connections_opened_total";
     mesh.b.series(opened, &["connection_security_policy=\"unknown\""]).await;
 
