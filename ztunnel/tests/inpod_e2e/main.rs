@@ -24,8 +24,12 @@ use harness::*;
 use mesh_proto::security as sec;
 use ztunnel::proxy::PoolKey;
 
+/// A namespace-name prefix unique to this test: tests run in parallel, so
+/// a per-process counter keeps two tests from ever sharing one.
 fn prefix(tag: &str) -> String {
-    format!("{tag}{}", std::process::id() % 100_000)
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{tag}{}x{n}", std::process::id() % 100_000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use super::{deny_client, prefix};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_policy_closes_an_open_connection_and_refuses_new_ones() {
-    let mesh = mesh(&prefix("ip")).await;
+    let mesh = mesh(&prefix("ic")).await;
     echo_all(&mesh.server, APP_PORT);
     let target = SocketAddr::from((mesh.server.ip, APP_PORT));
     let stream = open(&mesh.client, target, b"hello").await;
@@ -49,7 +49,7 @@ fn strict() -> mesh_model::Authorization {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_authentication_strict_rejects_plaintext_and_admits_mtls() {
-    let mesh = mesh(&prefix("is")).await;
+    let mesh = mesh(&prefix("ik")).await;
     echo_all(&mesh.server, APP_PORT);
     let target = SocketAddr::from((mesh.server.ip, APP_PORT));
     // A plaintext connection from outside the mesh, open before STRICT.
