@@ -37,8 +37,36 @@ fn default_route(family: IpFamily) -> &'static str {
 }
 
 /// The `ip rule` selector, e.g. `fwmark 0x111/0xfff lookup 100`.
+/// The connection mark the rule matches, `0x111/0xfff` by default.
+fn mark_text(cfg: &CaptureConfig) -> String {
+    format!("0x{:x}/0x{:x}", cfg.conn_mark, cfg.mark_mask)
+}
+
+/// The rule as `ip rule show` prints it (after the priority).
 fn rule_text(cfg: &CaptureConfig) -> String {
-    format!("fwmark 0x{:x}/0x{:x} lookup {ROUTE_TABLE}", cfg.conn_mark, cfg.mark_mask)
+    format!("fwmark {} lookup {ROUTE_TABLE}", mark_text(cfg))
+}
+
+/// `ip rule add` or `ip rule del` of our rule for one family.
+fn change_rule(
+    netns: &Netns,
+    family: IpFamily,
+    verb: &str,
+    cfg: &CaptureConfig,
+) -> Result<(), CommandError> {
+    let mark = mark_text(cfg);
+    let args = [
+        family_flag(family),
+        "rule",
+        verb,
+        "fwmark",
+        &mark,
+        "pref",
+        RULE_PRIORITY,
+        "lookup",
+        ROUTE_TABLE,
+    ];
+    run_in(netns, "ip", &args, None).map(drop)
 }
 
 fn has_rule(netns: &Netns, family: IpFamily, rule: &str) -> Result<bool, CommandError> {
@@ -50,22 +78,10 @@ fn has_rule(netns: &Netns, family: IpFamily, rule: &str) -> Result<bool, Command
 /// Installs the rule and route for each family `cfg` asks for. Idempotent.
 pub fn apply(netns: &Netns, cfg: &CaptureConfig) -> Result<(), CommandError> {
     let rule = rule_text(cfg);
-    let mark = format!("0x{:x}/0x{:x}", cfg.conn_mark, cfg.mark_mask);
     for &family in IpFamily::wanted(cfg) {
         let flag = family_flag(family);
         if !has_rule(netns, family, &rule)? {
-            let args = [
-                flag,
-                "rule",
-                "add",
-                "fwmark",
-                &mark,
-                "pref",
-                RULE_PRIORITY,
-                "lookup",
-                ROUTE_TABLE,
-            ];
-            run_in(netns, "ip", &args, None)?;
+            change_rule(netns, family, "add", cfg)?;
         }
         let route = default_route(family);
         let args = [flag, "route", "replace", "local", route, "dev", "lo", "table", ROUTE_TABLE];
@@ -78,22 +94,10 @@ pub fn apply(netns: &Netns, cfg: &CaptureConfig) -> Result<(), CommandError> {
 /// error.
 pub fn remove(netns: &Netns, cfg: &CaptureConfig) -> Result<(), CommandError> {
     let rule = rule_text(cfg);
-    let mark = format!("0x{:x}/0x{:x}", cfg.conn_mark, cfg.mark_mask);
     for family in [IpFamily::V4, IpFamily::V6] {
         let flag = family_flag(family);
         if has_rule(netns, family, &rule)? {
-            let args = [
-                flag,
-                "rule",
-                "del",
-                "fwmark",
-                &mark,
-                "pref",
-                RULE_PRIORITY,
-                "lookup",
-                ROUTE_TABLE,
-            ];
-            run_in(netns, "ip", &args, None)?;
+            change_rule(netns, family, "del", cfg)?;
         }
         // `show` fails when the table was never created: nothing to remove.
         let shown = run_in(netns, "ip", &[flag, "route", "show", "table", ROUTE_TABLE], None)
