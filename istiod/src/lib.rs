@@ -10,5 +10,6 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod source;
 pub mod translate;
 pub mod xds;
