@@ -6,6 +6,8 @@
 //! initial listing is complete, [`SourceEvent::Synced`]. The translation
 //! engine consumes them and never knows which source it runs on.
 
+pub mod kube;
+
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

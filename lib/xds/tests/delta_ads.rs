@@ -22,7 +22,7 @@ use mesh_proto::discovery::{DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryRe
 use mesh_proto::type_url;
 use mesh_proto::workload as pb;
 use mesh_xds::client::{Rejection, ResourceHandler, Subscription, Update, XdsClient, XdsConfig};
-use mesh_xds::server::{ResourceView, VersionedResource, ViewSource, serve};
+use mesh_xds::server::{Connections, ResourceView, VersionedResource, ViewSource, serve};
 use prost::Message;
 use tokio::sync::watch;
 
@@ -66,8 +66,8 @@ impl World {
 }
 
 impl ViewSource for World {
-    fn view(&self, _node: Option<&Node>, type_url: &str) -> ResourceView {
-        self.views.lock().unwrap().get(type_url).cloned().unwrap_or_default()
+    fn view(&self, _node: Option<&Node>, type_url: &str) -> Arc<ResourceView> {
+        Arc::new(self.views.lock().unwrap().get(type_url).cloned().unwrap_or_default())
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
@@ -75,7 +75,7 @@ impl ViewSource for World {
     }
 }
 
-struct Ads(Arc<World>);
+struct Ads(Arc<World>, Arc<Connections>);
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for Ads {
@@ -96,7 +96,7 @@ impl AggregatedDiscoveryService for Ads {
         request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
         let source: Arc<dyn ViewSource> = self.0.clone();
-        Ok(tonic::Response::new(serve(request.into_inner(), source)))
+        Ok(tonic::Response::new(serve(request.into_inner(), source, &self.1)))
     }
 }
 
@@ -118,7 +118,10 @@ impl Istiod {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let serve = tonic::transport::Server::builder()
-                    .add_service(AggregatedDiscoveryServiceServer::new(Ads(world)))
+                    .add_service(AggregatedDiscoveryServiceServer::new(Ads(
+                        world,
+                        Connections::new(),
+                    )))
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
                 tokio::select! {
                     result = serve => result.unwrap(),

@@ -1,7 +1,10 @@
 //! istiod's side of delta ADS.
 
+mod connections;
 mod session;
 mod stream;
+
+pub use connections::{Connections, SharedSession, XdsMetrics, lock};
 
 pub use session::{
     RequestOutcome, ResourceView, Session, SessionError, TypeStatus, VersionedResource,

@@ -6,106 +6,164 @@
 //! after the previous one was handed to the transport, always from the latest
 //! view, so a proxy that reads slowly receives fewer, larger updates and
 //! never makes the server queue snapshots for it.
+//!
+//! Incremental pushes: when the source can say which names changed since the
+//! generation this stream last saw ([`ViewSource::changed_since`]), only
+//! those are compared; otherwise (and on every subscription change) the
+//! whole view is.
 
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_core::Stream;
 use mesh_proto::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Node};
+use prost::Message;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::session::{RequestOutcome, ResourceView, Session};
+use super::connections::{ConnectionGuard, Connections, lock};
+use super::session::{RequestOutcome, ResourceView};
 
 /// Where a stream's resources come from.
 pub trait ViewSource: Send + Sync + 'static {
     /// Everything of `type_url` this proxy may see.
-    fn view(&self, node: Option<&Node>, type_url: &str) -> ResourceView;
-    /// Ticks whenever the world may have changed.
+    fn view(&self, node: Option<&Node>, type_url: &str) -> Arc<ResourceView>;
+    /// Ticks (with a generation number) whenever the world may have changed.
     fn changes(&self) -> watch::Receiver<u64>;
+    /// Names of `type_url` that changed after generation `since`, or `None`
+    /// when the source cannot tell (the whole view is compared then).
+    fn changed_since(&self, _type_url: &str, _since: u64) -> Option<BTreeSet<String>> {
+        None
+    }
 }
 
 /// Responses of one stream, for tonic's `DeltaAggregatedResourcesStream`.
 pub type ResponseStream =
     Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
 
-/// Serves one proxy's stream until it closes.
-pub fn serve<R>(requests: R, source: Arc<dyn ViewSource>) -> ResponseStream
+/// Serves one proxy's stream until it closes, registered in `connections`.
+pub fn serve<R>(
+    requests: R,
+    source: Arc<dyn ViewSource>,
+    connections: &Arc<Connections>,
+) -> ResponseStream
 where
     R: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin + 'static,
 {
     // One slot: the next response is computed when the previous one left.
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(drive(requests, source, tx));
+    let driver = Driver { guard: connections.open(), source, tx, seen_generation: 0 };
+    tokio::spawn(driver.run(requests));
     Box::pin(ReceiverStream::new(rx))
 }
 
-async fn drive<R>(
-    mut requests: R,
+struct Driver {
+    guard: ConnectionGuard,
     source: Arc<dyn ViewSource>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-) where
-    R: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin + 'static,
-{
-    let mut session = Session::new();
-    let mut changes = source.changes();
-    loop {
-        tokio::select! {
-            request = requests.next() => {
-                let request = match request {
-                    Some(Ok(r)) => r,
-                    Some(Err(status)) => {
-                        tracing::debug!(%status, "xDS request stream failed");
-                        return;
-                    }
-                    None => return,
-                };
-                let type_url = request.type_url.clone();
-                match session.on_request(request) {
-                    Ok(RequestOutcome::Nack { message }) => {
-                        let node = session.node().map(|n| n.id.clone()).unwrap_or_default();
-                        tracing::warn!(%node, %type_url, %message, "proxy rejected config (NACK)");
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
-                        return;
-                    }
-                }
-                if !push(&mut session, source.as_ref(), &tx, Some(&type_url)).await {
-                    return;
-                }
-            }
-            changed = changes.changed() => {
-                if changed.is_err() || !push(&mut session, source.as_ref(), &tx, None).await {
-                    return;
-                }
-            }
-        }
-    }
+    /// The source generation this stream's last push reflected.
+    seen_generation: u64,
 }
 
-/// Sends what changed for one type (or every subscribed type); `false` when
-/// the proxy is gone.
-async fn push(
-    session: &mut Session,
-    source: &dyn ViewSource,
-    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    only: Option<&str>,
-) -> bool {
-    let type_urls: Vec<String> = match only {
-        Some(t) => vec![t.to_owned()],
-        None => session.type_urls().map(str::to_owned).collect(),
-    };
-    for type_url in type_urls {
-        let view = source.view(session.node(), &type_url);
-        if let Some(response) = session.respond(&type_url, &view, None)
-            && tx.send(Ok(response)).await.is_err()
-        {
-            return false;
+impl Driver {
+    async fn run<R>(mut self, mut requests: R)
+    where
+        R: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin + 'static,
+    {
+        let mut changes = self.source.changes();
+        self.seen_generation = *changes.borrow_and_update();
+        loop {
+            tokio::select! {
+                request = requests.next() => {
+                    let request = match request {
+                        Some(Ok(r)) => r,
+                        Some(Err(status)) => {
+                            tracing::debug!(%status, "xDS request stream failed");
+                            return;
+                        }
+                        None => return,
+                    };
+                    let type_url = request.type_url.clone();
+                    if !self.on_request(request).await {
+                        return;
+                    }
+                    if !self.push(Some(&type_url), None).await {
+                        return;
+                    }
+                }
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let generation = *changes.borrow_and_update();
+                    let since = self.seen_generation;
+                    self.seen_generation = generation;
+                    if !self.push(None, Some(since)).await {
+                        return;
+                    }
+                }
+            }
         }
     }
-    true
+
+    /// Records a request; `false` ends the stream.
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> bool {
+        let type_url = request.type_url.clone();
+        let outcome = lock(&self.guard.session).on_request(request);
+        match outcome {
+            Ok(RequestOutcome::Nack { message }) => {
+                let node = self.node_id();
+                tracing::warn!(%node, %type_url, %message, "proxy rejected config (NACK)");
+                if let Some(m) = self.guard_metrics() {
+                    m.rejected(&type_url);
+                }
+                true
+            }
+            Ok(_) => true,
+            Err(e) => {
+                let _ = self.tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+                false
+            }
+        }
+    }
+
+    fn node_id(&self) -> String {
+        lock(&self.guard.session).node().map(|n| n.id.clone()).unwrap_or_default()
+    }
+
+    fn guard_metrics(&self) -> Option<&super::connections::XdsMetrics> {
+        self.guard.metrics()
+    }
+
+    /// Sends what changed for one type (or every subscribed type); `false`
+    /// when the proxy is gone. `since`: the generation the change is relative
+    /// to, for an incremental comparison.
+    async fn push(&mut self, only: Option<&str>, since: Option<u64>) -> bool {
+        let started = Instant::now();
+        let type_urls: Vec<String> = match only {
+            Some(t) => vec![t.to_owned()],
+            None => lock(&self.guard.session).type_urls().map(str::to_owned).collect(),
+        };
+        for type_url in type_urls {
+            let changed = since.and_then(|g| self.source.changed_since(&type_url, g));
+            let response = {
+                let mut session = lock(&self.guard.session);
+                let view = self.source.view(session.node(), &type_url);
+                session.respond(&type_url, &view, changed.as_ref())
+            };
+            let Some(response) = response else { continue };
+            let bytes = response.encoded_len();
+            if self.tx.send(Ok(response)).await.is_err() {
+                return false;
+            }
+            if let Some(m) = self.guard_metrics() {
+                m.pushed(&type_url, bytes, started.elapsed());
+            }
+        }
+        true
+    }
 }
