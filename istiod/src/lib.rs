@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod engine;
 pub mod source;
 pub mod translate;
 pub mod xds;

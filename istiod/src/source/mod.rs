@@ -140,6 +140,9 @@ pub struct UntypedObject {
 }
 
 /// One object from a source.
+// Variants differ in size (a Pod is large); objects move once through the
+// event channel, so boxing would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     Namespace(Namespace),
@@ -216,6 +219,7 @@ impl std::fmt::Display for ObjectRef {
 }
 
 /// What a source reports.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceEvent {
     /// Created or changed (the whole new object).

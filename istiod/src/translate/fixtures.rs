@@ -4,20 +4,20 @@ use serde::Deserialize;
 
 use super::{Config, Snapshot};
 
-pub(super) fn cfg() -> Config {
+pub(crate) fn cfg() -> Config {
     Config::default()
 }
 
 /// Parses every document of `yaml` into a snapshot, by `kind`. Objects
 /// without a namespace land in `default`. Panics on an unknown kind or a
 /// document that does not parse, naming it.
-pub(super) fn snapshot(yaml: &str) -> Snapshot {
+pub(crate) fn snapshot(yaml: &str) -> Snapshot {
     let mut snap = Snapshot::default();
     add(&mut snap, yaml);
     snap
 }
 
-pub(super) fn add(snap: &mut Snapshot, yaml: &str) {
+pub(crate) fn add(snap: &mut Snapshot, yaml: &str) {
     for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
         let mut value = serde_json::Value::deserialize(doc).unwrap();
         if value.is_null() {
@@ -48,12 +48,12 @@ pub(super) fn add(snap: &mut Snapshot, yaml: &str) {
 }
 
 /// Kinds the translation reads among the chart's example files.
-pub(super) const TRANSLATED_KINDS: [&str; 4] =
+pub(crate) const TRANSLATED_KINDS: [&str; 4] =
     ["AuthorizationPolicy", "PeerAuthentication", "ServiceEntry", "WorkloadEntry"];
 
 /// Every `(file name, document)` of `helm/base/tests/examples` of a kind
 /// translation reads.
-pub(super) fn chart_examples() -> Vec<(String, String)> {
+pub(crate) fn chart_examples() -> Vec<(String, String)> {
     let dir = mesh_test_support::repo_path("helm/base/tests/examples");
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
@@ -74,7 +74,7 @@ pub(super) fn chart_examples() -> Vec<(String, String)> {
 /// A ready pod in `default` on `node-a`, with `labels` (flow-mapping
 /// entries, e.g. `"app: a, version: v1"`), a container port `http-web`
 /// 8080, and `ip`.
-pub(super) fn pod(name: &str, labels: &str, ip: &str) -> String {
+pub(crate) fn pod(name: &str, labels: &str, ip: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Pod
@@ -104,7 +104,7 @@ status:
 
 /// Namespace `default` enrolled in ambient, and node `node-a` with
 /// topology labels.
-pub(super) const AMBIENT_DEFAULT: &str = "
+pub(crate) const AMBIENT_DEFAULT: &str = "
 apiVersion: v1
 kind: Namespace
 metadata: {name: default, labels: {istio.io/dataplane-mode: ambient}}

@@ -46,7 +46,7 @@ mod crd_tests;
 #[cfg(test)]
 mod enrolment_tests;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod peer_authentication_tests;
 #[cfg(test)]

@@ -284,8 +284,9 @@ mod tests {
     #[test]
     fn a_stream_behind_the_log_compares_everything() {
         let store = ConfigStore::new();
-        for i in 0..LOG_GENERATIONS + 2 {
-            let ip = [10, 0, (i / 256) as u8, (i % 256) as u8];
+        for i in 0..u16::try_from(LOG_GENERATIONS + 2).unwrap() {
+            let [hi, lo] = i.to_be_bytes();
+            let ip = [10, 0, hi, lo];
             let w = workload(&format!("w{i}"), ip, "w");
             store.publish(&Output { addresses: vec![w], ..Default::default() });
         }
