@@ -12,5 +12,6 @@
 pub mod ca;
 pub mod engine;
 pub mod source;
+pub mod status;
 pub mod translate;
 pub mod xds;
