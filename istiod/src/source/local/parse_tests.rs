@@ -1,1 +1,463 @@
+use std::path::Path;
 
+use super::error::{LocalError, Problem};
+use super::parse::{Parsed, parse_file};
+use crate::source::{Kind, Object};
+
+const FILE: &str = "conf/app.yaml";
+
+fn ok(text: &str) -> Vec<Parsed> {
+    match parse_file(Path::new(FILE), text.as_bytes()) {
+        Ok(parsed) => parsed,
+        Err(errors) => panic!("unexpected errors: {errors:#?}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<LocalError> {
+    match parse_file(Path::new(FILE), text.as_bytes()) {
+        Ok(parsed) => panic!("expected errors, got {parsed:#?}"),
+        Err(errors) => errors,
+    }
+}
+
+/// The single error, checking that it names the file and document.
+fn one_error(text: &str, document: usize) -> LocalError {
+    let errors = errors(text);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let error = errors.into_iter().next().unwrap();
+    assert_eq!(error.file, Path::new(FILE));
+    assert_eq!(error.place.as_ref().map(|p| p.document), Some(document), "{error}");
+    assert!(error.to_string().starts_with(&format!("{FILE} document {document}")), "{error}");
+    error
+}
+
+const EVERY_KIND: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {topology.kubernetes.io/zone: z1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: node-1
+  serviceAccountName: web
+  containers: [{name: app, image: web}]
+status: {podIP: 10.0.0.5, podIPs: [{ip: 10.0.0.5}], phase: Running}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.96.0.10, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-abc, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [10.0.0.9]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow, namespace: shop}
+spec: {action: DENY, rules: [{from: [{source: {namespaces: [evil]}}]}]}
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: shop}
+spec: {jwtRules: [{issuer: "https://issuer.example"}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: shop}
+spec: {hosts: [api.example.com], ports: [{number: 443, name: https, protocol: TLS}], resolution: DNS}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm, namespace: shop}
+spec: {address: 10.1.0.1, labels: {app: vm}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: istio-waypoint}
+spec: {controllerName: istio.io/mesh-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec: {parentRefs: [{name: web, kind: Service, group: ""}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: shop}
+spec: {parentRefs: [{name: web, kind: Service, group: ""}]}
+"#;
+
+#[test]
+fn every_kind_is_parsed_into_its_type() {
+    let parsed = ok(EVERY_KIND);
+    let kinds: Vec<Kind> = parsed.iter().map(|p| p.object.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Namespace,
+            Kind::Node,
+            Kind::Pod,
+            Kind::Service,
+            Kind::EndpointSlice,
+            Kind::AuthorizationPolicy,
+            Kind::PeerAuthentication,
+            Kind::RequestAuthentication,
+            Kind::ServiceEntry,
+            Kind::WorkloadEntry,
+            Kind::GatewayClass,
+            Kind::Gateway,
+            Kind::HttpRoute,
+            Kind::GrpcRoute,
+        ]
+    );
+    let documents: Vec<usize> = parsed.iter().map(|p| p.place.document).collect();
+    assert_eq!(documents, (1..=14).collect::<Vec<_>>());
+    let pod = parsed.iter().find_map(|p| match &p.object {
+        Object::Pod(pod) => Some(pod),
+        _ => None,
+    });
+    let pod = pod.unwrap();
+    assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some("node-1"));
+    assert_eq!(pod.status.as_ref().unwrap().pod_ip.as_deref(), Some("10.0.0.5"));
+    match &parsed[5].object {
+        Object::AuthorizationPolicy(ap) => {
+            assert_eq!(ap.spec.action, "DENY");
+            assert_eq!(ap.spec.rules[0].from[0].source.namespaces, ["evil"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &parsed[6].object {
+        Object::PeerAuthentication(pa) => assert_eq!(pa.spec.mtls.as_ref().unwrap().mode, "STRICT"),
+        other => panic!("{other:?}"),
+    }
+    match &parsed[12].object {
+        Object::Untyped(u) => {
+            assert_eq!(u.kind, Kind::HttpRoute);
+            assert_eq!(u.metadata.name.as_deref(), Some("web"));
+            assert_eq!(u.body["spec"]["parentRefs"][0]["kind"], "Service");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(parsed[10].object.reference().to_string(), "GatewayClass istio-waypoint");
+}
+
+#[test]
+fn lists_are_expanded_and_empty_documents_skipped() {
+    let parsed = ok(r#"
+# leading comment only
+---
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: a}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: svc, namespace: a}
+  spec: {ports: [{port: 80}]}
+...
+---
+apiVersion: v1
+kind: List
+items: []
+"#);
+    let refs: Vec<String> = parsed.iter().map(|p| p.object.reference().to_string()).collect();
+    assert_eq!(refs, ["Namespace a", "Service a/svc"]);
+    assert_eq!(parsed[1].place.item, Some(1));
+    assert_eq!(parsed[1].place.document, 1);
+    assert_eq!(parsed[1].place.line, 4);
+}
+
+#[test]
+fn json_documents_are_read() {
+    let parsed = ok(r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "j"}}"#);
+    assert_eq!(parsed[0].object.reference().to_string(), "Namespace j");
+}
+
+#[test]
+fn namespaced_objects_default_to_the_default_namespace() {
+    let parsed = ok("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\n\
+        apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\n");
+    assert!(parsed.iter().all(|p| p.object.metadata().namespace.as_deref() == Some("default")));
+}
+
+#[test]
+fn cluster_scoped_objects_must_not_name_a_namespace() {
+    let e = one_error("apiVersion: v1\nkind: Node\nmetadata: {name: n, namespace: x}\n", 1);
+    assert!(matches!(e.problem, Problem::NamespaceOnClusterScoped { .. }), "{e}");
+    assert_eq!(e.object.as_deref(), Some("Node x/n"));
+}
+
+#[test]
+fn irrelevant_kinds_are_skipped() {
+    let parsed = ok(r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {a: b}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec: {}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: kept}
+"#);
+    assert_eq!(parsed.len(), 1);
+    assert_eq!(parsed[0].place.document, 4);
+}
+
+#[test]
+fn unknown_kinds_are_errors() {
+    let e = one_error(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+        2,
+    );
+    assert!(matches!(&e.problem, Problem::UnknownKind { kind, .. } if kind == "Widget"), "{e}");
+    let e = one_error(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\n",
+        1,
+    );
+    assert!(matches!(e.problem, Problem::UnknownKind { .. }), "{e}");
+    let problems: Vec<Problem> =
+        errors("metadata: {name: v}\n").into_iter().map(|e| e.problem).collect();
+    assert_eq!(
+        problems,
+        [
+            Problem::Required { field: "apiVersion".into() },
+            Problem::Required { field: "kind".into() }
+        ]
+    );
+}
+
+#[test]
+fn unserved_versions_are_errors() {
+    let e = one_error(
+        "apiVersion: security.istio.io/v9\nkind: AuthorizationPolicy\nmetadata: {name: p}\n",
+        1,
+    );
+    assert!(matches!(e.problem, Problem::UnservedVersion { .. }), "{e}");
+    let e = one_error(
+        "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: e}\n",
+        1,
+    );
+    assert!(matches!(e.problem, Problem::UnservedVersion { .. }), "{e}");
+}
+
+#[test]
+fn syntax_errors_carry_the_line_in_the_file() {
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: [b\n";
+    let e = one_error(text, 2);
+    match &e.problem {
+        Problem::Syntax { line, message, .. } => {
+            assert!(*line >= 8, "line {line}: {e}");
+            assert!(!message.contains("at line"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("YAML syntax error at line"), "{e}");
+}
+
+#[test]
+fn names_and_labels_are_checked() {
+    let e = one_error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {namespace: a}\nspec: {containers: [{name: c}]}\n",
+        1,
+    );
+    assert_eq!(e.problem, Problem::Required { field: "metadata.name".into() });
+    assert_eq!(e.object.as_deref(), Some("Pod"));
+    let e = one_error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: Web_1}\nspec: {containers: [{name: c}]}\n",
+        1,
+    );
+    assert!(
+        matches!(&e.problem, Problem::Invalid { field, .. } if field == "metadata.name"),
+        "{e}"
+    );
+    assert_eq!(e.object.as_deref(), Some("Pod default/Web_1"));
+    let e = one_error("apiVersion: v1\nkind: Service\nmetadata: {name: 1svc}\n", 1);
+    assert!(
+        matches!(&e.problem, Problem::Invalid { field, .. } if field == "metadata.name"),
+        "{e}"
+    );
+    let errors = errors(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {\"bad key!\": x, ok: \"-bad\"}}\n",
+    );
+    let fields: Vec<String> = errors
+        .iter()
+        .map(|e| match &e.problem {
+            Problem::Invalid { field, .. } => field.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(fields, ["metadata.labels", "metadata.labels[ok]"]);
+}
+
+#[test]
+fn core_type_errors_name_the_field() {
+    let e = one_error("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: x}\n", 1);
+    match &e.problem {
+        Problem::Decode { field, message } => {
+            assert_eq!(field, "spec.ports", "{e}");
+            assert!(message.contains("invalid type"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.object.as_deref(), Some("Service default/s"));
+}
+
+#[test]
+fn pods_need_named_containers() {
+    let e =
+        one_error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n", 1);
+    assert_eq!(e.problem, Problem::Required { field: "spec.containers".into() });
+    let e = one_error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n", 1);
+    assert_eq!(e.problem, Problem::Required { field: "spec.containers".into() });
+    let e = one_error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: \"\"}]}\n",
+        1,
+    );
+    assert_eq!(e.problem, Problem::Required { field: "spec.containers[0].name".into() });
+    let e = one_error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{image: x}]}\n",
+        1,
+    );
+    assert_eq!(e.problem, Problem::Required { field: "spec.containers[0].name".into() });
+}
+
+#[test]
+fn authorization_policy_unknown_field_is_rejected() {
+    let e = one_error(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: n}\n\
+         spec: {action: ALLOW, rules: [{from: [{source: {principalz: [a]}}]}]}\n",
+        1,
+    );
+    assert_eq!(
+        e.problem,
+        Problem::UnknownField { field: "spec.rules[0].from[0].source.principalz".into() }
+    );
+    assert_eq!(e.object.as_deref(), Some("AuthorizationPolicy n/p"));
+    assert!(
+        e.to_string().contains("spec.rules[0].from[0].source.principalz: unknown field"),
+        "{e}"
+    );
+}
+
+#[test]
+fn authorization_policy_wrong_type_is_rejected() {
+    let e = one_error(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {rules: x}\n",
+        1,
+    );
+    match &e.problem {
+        Problem::Invalid { field, message } => {
+            assert_eq!(field, "spec.rules");
+            assert!(message.contains("must be of type array"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn peer_authentication_mode_enum_is_enforced() {
+    let e = one_error(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p}\nspec: {mtls: {mode: BOGUS}}\n",
+        1,
+    );
+    match &e.problem {
+        Problem::Invalid { field, message } => {
+            assert_eq!(field, "spec.mtls.mode");
+            assert!(message.contains("STRICT"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn null_fields_of_custom_resources_are_dropped() {
+    let parsed = ok(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  selector:\n  rules:\n",
+    );
+    match &parsed[0].object {
+        Object::AuthorizationPolicy(ap) => {
+            assert!(ap.spec.selector.is_none() && ap.spec.rules.is_empty())
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn duplicates_in_one_file_name_both_documents() {
+    let e = one_error(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+        2,
+    );
+    match &e.problem {
+        Problem::Duplicate { other } => {
+            assert_eq!((other.document, other.file.as_path()), (1, Path::new(FILE)))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.object.as_deref(), Some("Namespace a"));
+}
+
+#[test]
+fn every_error_of_a_file_is_reported() {
+    let errors = errors(
+        "apiVersion: v1\nkind: Widget\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n",
+    );
+    let documents: Vec<Option<usize>> =
+        errors.iter().map(|e| e.place.as_ref().map(|p| p.document)).collect();
+    assert_eq!(documents, [Some(1), Some(2)]);
+}
+
+#[test]
+fn chart_examples_are_accepted() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/base/tests/examples");
+    let mut count = 0;
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        match parse_file(&path, &bytes) {
+            Ok(parsed) => count += parsed.len(),
+            Err(errors) => panic!("{}: {errors:#?}", path.display()),
+        }
+    }
+    assert!(count >= 10, "{count}");
+}
+
+#[test]
+fn non_utf8_files_are_errors() {
+    let errors = parse_file(Path::new(FILE), &[0xff, 0xfe, 0x00]).unwrap_err();
+    assert_eq!(errors[0].problem, Problem::NotUtf8);
+    assert!(errors[0].place.is_none());
+}
