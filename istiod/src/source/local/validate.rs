@@ -128,6 +128,9 @@ fn check(schema: &Value, value: &mut Value, path: &str, out: &mut Vec<Problem>) 
         }
         return;
     }
+    if value.is_null() && flag(schema, "nullable") {
+        return;
+    }
     let ty = schema.get("type").and_then(Value::as_str);
     let ok = match (ty, &*value) {
         (None, _) => true,
