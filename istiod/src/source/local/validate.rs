@@ -154,19 +154,7 @@ fn check(schema: &Value, value: &mut Value, path: &str, out: &mut Vec<Problem>) 
     match value {
         Value::Object(map) => check_object(schema, map, path, out),
         Value::Array(items) => {
-            let n = items.len() as u64;
-            if let Some(max) = limit(schema, "maxItems").filter(|max| n > *max) {
-                out.push(Problem::Invalid {
-                    field: field(path),
-                    message: format!("must have at most {max} items, has {n}"),
-                });
-            }
-            if let Some(min) = limit(schema, "minItems").filter(|min| n < *min) {
-                out.push(Problem::Invalid {
-                    field: field(path),
-                    message: format!("must have at least {min} items, has {n}"),
-                });
-            }
+            check_count(schema, items.len(), "Items", path, out);
             let item_schema = schema.get("items").unwrap_or(&Value::Null);
             for (i, item) in items.iter_mut().enumerate() {
                 check(item_schema, item, &format!("{path}[{i}]"), out);
@@ -186,6 +174,20 @@ fn check(schema: &Value, value: &mut Value, path: &str, out: &mut Vec<Problem>) 
             }
         }
         Value::Null | Value::Bool(_) => {}
+    }
+}
+
+/// `max<what>`/`min<what>` for arrays (`Items`) and objects (`Properties`).
+fn check_count(schema: &Value, n: usize, what: &str, path: &str, out: &mut Vec<Problem>) {
+    let n = n as u64;
+    let noun = what.to_lowercase();
+    if let Some(max) = limit(schema, &format!("max{what}")).filter(|max| n > *max) {
+        let message = format!("must have at most {max} {noun}, has {n}");
+        out.push(Problem::Invalid { field: field(path), message });
+    }
+    if let Some(min) = limit(schema, &format!("min{what}")).filter(|min| n < *min) {
+        let message = format!("must have at least {min} {noun}, has {n}");
+        out.push(Problem::Invalid { field: field(path), message });
     }
 }
 
@@ -247,17 +249,5 @@ fn check_object(schema: &Value, map: &mut Map<String, Value>, path: &str, out: &
             out.push(Problem::Required { field: join(path, key) });
         }
     }
-    let n = map.len() as u64;
-    if let Some(max) = limit(schema, "maxProperties").filter(|max| n > *max) {
-        out.push(Problem::Invalid {
-            field: field(path),
-            message: format!("must have at most {max} properties, has {n}"),
-        });
-    }
-    if let Some(min) = limit(schema, "minProperties").filter(|min| n < *min) {
-        out.push(Problem::Invalid {
-            field: field(path),
-            message: format!("must have at least {min} properties, has {n}"),
-        });
-    }
+    check_count(schema, map.len(), "Properties", path, out);
 }

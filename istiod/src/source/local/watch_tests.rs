@@ -23,6 +23,12 @@ fn namespace(name: &str, label: &str) -> String {
     )
 }
 
+/// Several Namespace documents in one file.
+fn namespaces(list: &[(&str, &str)]) -> String {
+    let docs: Vec<String> = list.iter().map(|(name, label)| namespace(name, label)).collect();
+    docs.join("---\n")
+}
+
 fn ns_ref(name: &str) -> ObjectRef {
     ObjectRef { kind: Kind::Namespace, key: ObjectKey::new("", name) }
 }
@@ -81,32 +87,22 @@ async fn scan_is_recursive_and_ignores_hidden_temp_and_other_files() {
 #[tokio::test]
 async fn a_valid_edit_produces_exactly_one_applied() {
     let mut f = fixture();
-    let file = write(
-        f.dir.path(),
-        "ns.yaml",
-        &format!("{}---\n{}", namespace("a", "x1"), namespace("b", "x1")),
-    );
+    let file = write(f.dir.path(), "ns.yaml", &namespaces(&[("a", "x1"), ("b", "x1")]));
     assert_eq!(f.watcher.step().await.len(), 2);
     // Same length, same second: only the contents differ.
-    std::fs::write(&file, format!("{}---\n{}", namespace("a", "x1"), namespace("b", "x2")))
-        .unwrap();
+    std::fs::write(&file, namespaces(&[("a", "x1"), ("b", "x2")])).unwrap();
     let events = f.watcher.step().await;
     assert_eq!(applied_refs(&events), ["Namespace b"]);
     assert_eq!(label(&events[0]), "x2");
     // Rewriting identical contents is not a change.
-    std::fs::write(&file, format!("{}---\n{}", namespace("a", "x1"), namespace("b", "x2")))
-        .unwrap();
+    std::fs::write(&file, namespaces(&[("a", "x1"), ("b", "x2")])).unwrap();
     assert!(f.watcher.step().await.is_empty());
 }
 
 #[tokio::test]
 async fn removing_a_document_produces_exactly_one_deleted() {
     let mut f = fixture();
-    let file = write(
-        f.dir.path(),
-        "ns.yaml",
-        &format!("{}---\n{}", namespace("a", "x"), namespace("b", "x")),
-    );
+    let file = write(f.dir.path(), "ns.yaml", &namespaces(&[("a", "x"), ("b", "x")]));
     f.watcher.step().await;
     std::fs::write(&file, namespace("a", "x")).unwrap();
     assert_eq!(f.watcher.step().await, [SourceEvent::Deleted(ns_ref("b"))]);
@@ -116,11 +112,7 @@ async fn removing_a_document_produces_exactly_one_deleted() {
 async fn removing_a_file_deletes_its_objects() {
     let mut f = fixture();
     write(f.dir.path(), "keep.yaml", &namespace("k", "x"));
-    let file = write(
-        f.dir.path(),
-        "sub/gone.yaml",
-        &format!("{}---\n{}", namespace("a", "x"), namespace("b", "x")),
-    );
+    let file = write(f.dir.path(), "sub/gone.yaml", &namespaces(&[("a", "x"), ("b", "x")]));
     f.watcher.step().await;
     std::fs::remove_file(file).unwrap();
     assert_eq!(
@@ -132,11 +124,7 @@ async fn removing_a_file_deletes_its_objects() {
 #[tokio::test]
 async fn a_broken_edit_keeps_the_previous_objects_until_fixed() {
     let mut f = fixture();
-    let file = write(
-        f.dir.path(),
-        "ns.yaml",
-        &format!("{}---\n{}", namespace("a", "x1"), namespace("b", "x1")),
-    );
+    let file = write(f.dir.path(), "ns.yaml", &namespaces(&[("a", "x1"), ("b", "x1")]));
     f.watcher.step().await;
     // Syntax error in the second document, and the first one edited.
     std::fs::write(
@@ -190,11 +178,7 @@ async fn duplicates_across_files_are_reported_and_resolved() {
     let mut f = fixture();
     let first = write(f.dir.path(), "a.yaml", &namespace("dup", "from-a"));
     assert_eq!(f.watcher.step().await.len(), 1);
-    let second = write(
-        f.dir.path(),
-        "b.yaml",
-        &format!("{}---\n{}", namespace("other", "x"), namespace("dup", "from-b")),
-    );
+    let second = write(f.dir.path(), "b.yaml", &namespaces(&[("other", "x"), ("dup", "from-b")]));
     assert!(f.watcher.step().await.is_empty(), "the incumbent stays, the newcomer is refused");
     {
         let errors = f.errors.borrow_and_update();
