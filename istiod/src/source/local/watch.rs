@@ -229,10 +229,11 @@ impl Watcher {
         events
     }
 
-    /// Objects defined in two files: every file that would newly take one
-    /// that another file holds fails (naming the other place). Files that
-    /// fail keep their old objects, which may clash with yet another file, so
-    /// this repeats until nothing changes.
+    /// Objects defined in two files: the file that already had the object
+    /// keeps it, every other file defining it fails (naming the other place);
+    /// with no such file, all of them fail. Files that fail keep their old
+    /// objects, which may clash with yet another file, so this repeats until
+    /// nothing changes.
     fn reject_duplicates(&self, errors: &mut FileErrors) {
         loop {
             let mut owners: BTreeMap<ObjectRef, Vec<(&PathBuf, &Place)>> = BTreeMap::new();
@@ -247,18 +248,23 @@ impl Watcher {
             }
             let mut failed: Vec<(PathBuf, LocalError)> = Vec::new();
             for (key, places) in owners.iter().filter(|(_, places)| places.len() > 1) {
+                // The file that already had the object keeps it.
+                let had = |path: &PathBuf| {
+                    let state = self.files.get(path);
+                    state.is_some_and(|s| s.accepted.iter().any(|p| p.object.reference() == *key))
+                };
+                let incumbent = places.iter().find(|(path, _)| had(path)).copied();
                 for &(path, place) in places {
-                    if errors.contains_key(path) {
+                    if errors.contains_key(path) || incumbent.is_some_and(|(p, _)| p == path) {
                         continue;
                     }
-                    let Some(&(_, other)) = places.iter().find(|(p, _)| *p != path) else {
+                    let mut others = incumbent.into_iter().chain(places.iter().copied());
+                    let Some((_, other)) = others.find(|(p, _)| *p != path) else {
                         continue;
                     };
                     let problem = Problem::Duplicate { other: other.clone() };
-                    failed.push((
-                        path.clone(),
-                        LocalError::at(place, Some(key.to_string()), problem),
-                    ));
+                    let error = LocalError::at(place, Some(key.to_string()), problem);
+                    failed.push((path.clone(), error));
                 }
             }
             if failed.is_empty() {

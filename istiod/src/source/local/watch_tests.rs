@@ -182,6 +182,7 @@ async fn duplicates_across_files_are_reported_and_resolved() {
     assert!(f.watcher.step().await.is_empty(), "the incumbent stays, the newcomer is refused");
     {
         let errors = f.errors.borrow_and_update();
+        assert_eq!(errors.keys().collect::<Vec<_>>(), [&second], "the incumbent is fine");
         let e = &errors[&second][0];
         match &e.problem {
             Problem::Duplicate { other } => assert_eq!(other.file, first),
@@ -278,4 +279,17 @@ async fn example_manifests_are_valid() {
     ] {
         assert!(refs.iter().any(|r| r == expected), "{expected} not in {refs:?}");
     }
+}
+
+#[tokio::test]
+async fn duplicates_in_two_new_files_fail_both() {
+    let mut f = fixture();
+    let a = write(f.dir.path(), "a.yaml", &namespace("dup", "x"));
+    let b = write(f.dir.path(), "b.yaml", &namespace("dup", "y"));
+    write(f.dir.path(), "c.yaml", &namespace("fine", "x"));
+    assert_eq!(applied_refs(&f.watcher.step().await), ["Namespace fine"]);
+    let errors = f.errors.borrow();
+    assert_eq!(errors.keys().collect::<Vec<_>>(), [&a, &b]);
+    assert!(matches!(&errors[&a][0].problem, Problem::Duplicate { other } if other.file == b));
+    assert!(matches!(&errors[&b][0].problem, Problem::Duplicate { other } if other.file == a));
 }
