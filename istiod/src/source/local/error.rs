@@ -29,7 +29,7 @@ impl fmt::Display for Place {
 /// What is wrong with a file, a document or an object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
-    #[error("cannot read file: {0}")]
+    #[error("cannot read: {0}")]
     Read(String),
     #[error("file is not valid UTF-8")]
     NotUtf8,

@@ -96,7 +96,12 @@ fn invalid(field: &str, value: &str, message: String) -> Problem {
 /// Types were already checked by decoding `ObjectMeta`.
 pub(crate) fn check(kind: Kind, metadata: Option<&Value>) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default();
+    let name = metadata.and_then(|m| m.get("name"));
+    if let Some(other) = name.filter(|n| !n.is_string() && !n.is_null()) {
+        let message = format!("{other}: must be of type string");
+        return vec![Problem::Invalid { field: "metadata.name".to_owned(), message }];
+    }
+    let name = name.and_then(Value::as_str).unwrap_or_default();
     if name.is_empty() {
         problems.push(Problem::Required { field: "metadata.name".to_owned() });
     } else {

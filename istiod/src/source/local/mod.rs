@@ -8,6 +8,7 @@
 //! had when it was last valid; the current errors are on a `watch` channel
 //! ([`LocalSource::errors`]) for the debug endpoint and `ambientctl`.
 
+mod decode;
 mod error;
 mod meta;
 mod parse;

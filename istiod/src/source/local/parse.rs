@@ -10,9 +10,9 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::decode::{decode, without_marks};
 use super::error::{LocalError, Place, Problem};
 use super::{meta, validate};
 use crate::source::{Kind, Object, UntypedObject};
@@ -118,22 +118,6 @@ fn split_documents(text: &str) -> Vec<Chunk> {
         })
     });
     chunks
-}
-
-/// Removes the ` at line L column C` marks from a serde_yaml_ng message: they
-/// are relative to the text parsed, not to the file.
-fn without_marks(message: &str) -> String {
-    let mut out = message.to_owned();
-    while let Some(start) = out.find(" at line ") {
-        let tail = out.get(start + 9..).unwrap_or_default();
-        let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let line_len = digits(tail);
-        let after_line = tail.get(line_len..).unwrap_or_default();
-        let Some(col) = after_line.strip_prefix(" column ") else { break };
-        let end = start + 9 + line_len + 8 + digits(col);
-        out.replace_range(start..end.min(out.len()), "");
-    }
-    out
 }
 
 fn document(chunk: &Chunk, place: Place) -> Result<Vec<Parsed>, Vec<LocalError>> {
@@ -258,7 +242,10 @@ fn object(mut value: Value, place: &Place) -> Result<Option<Parsed>, Vec<LocalEr
 /// ones must not name one.
 fn default_namespace(kind: Kind, value: &mut Value) -> Result<(), Problem> {
     let Some(root) = value.as_object_mut() else { return Err(Problem::NotAMapping) };
-    let meta = root.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+    let meta = root.entry("metadata").or_insert(Value::Null);
+    if meta.is_null() {
+        *meta = Value::Object(Default::default());
+    }
     let Some(meta) = meta.as_object_mut() else {
         let message = "must be of type object".to_owned();
         return Err(Problem::Invalid { field: "metadata".to_owned(), message });
@@ -275,21 +262,6 @@ fn default_namespace(kind: Kind, value: &mut Value) -> Result<(), Problem> {
         }),
         _ => Ok(()),
     }
-}
-
-/// Decodes through YAML so that errors carry the field path.
-fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, Problem> {
-    let problem = |e: serde_yaml_ng::Error| {
-        let message = without_marks(&e.to_string());
-        match message.split_once(": ") {
-            Some((field, rest)) if !field.contains(' ') => {
-                Problem::Decode { field: field.to_owned(), message: rest.to_owned() }
-            }
-            _ => Problem::Decode { field: "<root>".to_owned(), message },
-        }
-    };
-    let text = serde_yaml_ng::to_string(value).map_err(problem)?;
-    serde_yaml_ng::from_str(&text).map_err(problem)
 }
 
 fn typed(kind: Kind, value: Value) -> Result<Object, Problem> {

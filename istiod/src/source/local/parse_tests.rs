@@ -439,3 +439,46 @@ fn non_utf8_files_are_errors() {
     assert_eq!(errors[0].problem, Problem::NotUtf8);
     assert!(errors[0].place.is_none());
 }
+
+#[test]
+fn empty_or_mistyped_metadata_is_reported() {
+    let e = one_error("apiVersion: v1\nkind: Namespace\nmetadata:\n", 1);
+    assert_eq!(e.problem, Problem::Required { field: "metadata.name".into() });
+    let e = one_error("apiVersion: v1\nkind: Namespace\nmetadata: {name: 5}\n", 1);
+    assert!(
+        matches!(&e.problem, Problem::Invalid { field, .. } if field == "metadata.name"),
+        "{e}"
+    );
+    let e = one_error("apiVersion: v1\nkind: Namespace\nmetadata: [a]\n", 1);
+    assert!(matches!(&e.problem, Problem::Invalid { field, .. } if field == "metadata"), "{e}");
+    let e = one_error("apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {n: 1}}\n", 1);
+    assert!(
+        matches!(&e.problem, Problem::Decode { field, .. } if field == "metadata.labels.n"),
+        "{e}"
+    );
+}
+
+#[test]
+fn scalars_of_the_wrong_type_are_located() {
+    let e = one_error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {a: \"1\"}}\n\
+         spec: {containers: [{name: c, ports: [{containerPort: 80}]}, {name: d, image: true}]}\n",
+        1,
+    );
+    match &e.problem {
+        Problem::Decode { field, message } => {
+            assert_eq!(field, "spec.containers[1].image", "{e}");
+            assert!(message.contains("invalid type: boolean"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = one_error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n\
+         spec: {containers: [{name: c, ports: [{containerPort: 80}], image: 80}]}\n",
+        1,
+    );
+    assert!(
+        matches!(&e.problem, Problem::Decode { field, .. } if field == "spec.containers[0].image"),
+        "{e}"
+    );
+}

@@ -39,8 +39,9 @@ enum Scan {
     Listed {
         /// Contents, or why a file could not be read.
         files: BTreeMap<PathBuf, Result<Vec<u8>, String>>,
-        /// Subdirectories that could not be listed: files under them are kept.
-        unreadable: Vec<PathBuf>,
+        /// Subdirectories that could not be listed (and why): files under
+        /// them are kept.
+        unreadable: Vec<(PathBuf, String)>,
     },
 }
 
@@ -63,15 +64,18 @@ fn scan(dir: &Path) -> Scan {
         let entries = match std::fs::read_dir(&current) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(_) => {
-                unreadable.push(current);
+            Err(e) => {
+                unreadable.push((current, e.to_string()));
                 continue;
             }
         };
         for entry in entries {
-            let Ok(entry) = entry else {
-                unreadable.push(current.clone());
-                continue;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    unreadable.push((current.clone(), e.to_string()));
+                    continue;
+                }
             };
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -178,8 +182,12 @@ impl Watcher {
             }
         };
         self.files.retain(|path, _| {
-            files.contains_key(path) || unreadable.iter().any(|dir| path.starts_with(dir))
+            files.contains_key(path) || unreadable.iter().any(|(dir, _)| path.starts_with(dir))
         });
+        for (dir, e) in unreadable {
+            let error = LocalError::file(dir.clone(), Problem::Read(e));
+            errors.entry(dir).or_default().push(error);
+        }
         for (path, read) in files {
             match read {
                 Ok(bytes) => match self.files.get_mut(&path) {
