@@ -167,9 +167,9 @@ impl Watcher {
         let (files, unreadable) = match scan {
             Scan::Listed { files, unreadable } => (files, unreadable),
             Scan::Gone => {
-                if !self.files.is_empty() {
-                    tracing::warn!(dir = %self.dir.display(), "config directory is gone; treating it as empty");
-                }
+                // Reported (and so logged once) like any error, but it empties.
+                let problem = Problem::Read("the directory is gone; treated as empty".to_owned());
+                errors.insert(self.dir.clone(), vec![LocalError::file(self.dir.clone(), problem)]);
                 (BTreeMap::new(), Vec::new())
             }
             Scan::Failed(e) => {

@@ -216,11 +216,16 @@ async fn a_vanished_directory_is_empty() {
     let mut f = fixture();
     let dir = f.dir.path().join("conf");
     write(&dir, "a.yaml", &namespace("a", "x"));
-    let (tx, _errors) = watch::channel(FileErrors::new());
+    let (tx, errors) = watch::channel(FileErrors::new());
     f.watcher = Watcher::new(dir.clone(), tx);
     assert_eq!(f.watcher.step().await.len(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(f.watcher.step().await, [SourceEvent::Deleted(ns_ref("a"))]);
+    assert!(errors.borrow()[&dir][0].to_string().contains("gone"));
+    // Back again: its objects return and the error goes.
+    write(&dir, "a.yaml", &namespace("a", "x"));
+    assert_eq!(applied_refs(&f.watcher.step().await), ["Namespace a"]);
+    assert!(errors.borrow().is_empty());
 }
 
 #[tokio::test]
