@@ -16,6 +16,8 @@ mod validate;
 mod watch;
 
 #[cfg(test)]
+mod parse_error_tests;
+#[cfg(test)]
 mod parse_tests;
 #[cfg(test)]
 mod validate_tests;
