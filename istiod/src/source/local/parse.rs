@@ -5,6 +5,7 @@
 //! empty documents are skipped. Objects of [`SKIPPED`] kinds are accepted and
 //! ignored; any other kind istiod does not read is an error.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -15,7 +16,7 @@ use serde_json::Value;
 use super::decode::{decode, without_marks};
 use super::error::{LocalError, Place, Problem};
 use super::{meta, validate};
-use crate::source::{Kind, Object, UntypedObject};
+use crate::source::{Kind, Object, ObjectRef, UntypedObject};
 
 /// Kinds (by API group and kind, any version) that are valid Kubernetes,
 /// common next to mesh config, and ignored: workload controllers (Pods must be
@@ -69,14 +70,14 @@ pub(crate) fn parse_file(file: &Path, bytes: &[u8]) -> Result<Vec<Parsed>, Vec<L
             Err(e) => errors.extend(e),
         }
     }
-    for (i, a) in objects.iter().enumerate() {
-        let key = a.object.reference();
-        if let Some(first) = objects.iter().take(i).find(|b| b.object.reference() == key) {
-            errors.push(LocalError::at(
-                &a.place,
-                Some(key.to_string()),
-                Problem::Duplicate { other: first.place.clone() },
-            ));
+    let mut seen: BTreeMap<ObjectRef, &Place> = BTreeMap::new();
+    for parsed in &objects {
+        let key = parsed.object.reference();
+        if let Some(first) = seen.get(&key) {
+            let problem = Problem::Duplicate { other: (*first).clone() };
+            errors.push(LocalError::at(&parsed.place, Some(key.to_string()), problem));
+        } else {
+            seen.insert(key, &parsed.place);
         }
     }
     if errors.is_empty() { Ok(objects) } else { Err(errors) }
@@ -121,13 +122,20 @@ fn split_documents(text: &str) -> Vec<Chunk> {
 }
 
 fn document(chunk: &Chunk, place: Place) -> Result<Vec<Parsed>, Vec<LocalError>> {
-    let value: Value = serde_yaml_ng::from_str(&chunk.text).map_err(|e| {
+    let syntax = |e: serde_yaml_ng::Error| {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         let problem = Problem::Syntax {
             line: chunk.line + line.saturating_sub(1),
             column,
             message: without_marks(&e.to_string()),
         };
+        vec![LocalError::at(&place, None, problem)]
+    };
+    let mut yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&chunk.text).map_err(syntax)?;
+    // `<<: *anchor` merge keys, as kubectl reads them.
+    yaml.apply_merge().map_err(syntax)?;
+    let value = serde_json::to_value(yaml).map_err(|e| {
+        let problem = Problem::Decode { field: "<root>".to_owned(), message: e.to_string() };
         vec![LocalError::at(&place, None, problem)]
     })?;
     match value {

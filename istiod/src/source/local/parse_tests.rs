@@ -238,3 +238,24 @@ fn chart_examples_are_accepted() {
     }
     assert!(count >= 10, "{count}");
 }
+
+#[test]
+fn yaml_merge_keys_and_numeric_map_keys_are_read() {
+    let parsed = ok(r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: p}
+spec:
+  selector: {matchLabels: {app: a}}
+  mtls: &strict {mode: STRICT}
+  portLevelMtls:
+    8080:
+      <<: *strict
+"#);
+    match &parsed[0].object {
+        Object::PeerAuthentication(pa) => {
+            assert_eq!(pa.spec.port_level_mtls["8080"].mode, "STRICT")
+        }
+        other => panic!("{other:?}"),
+    }
+}
