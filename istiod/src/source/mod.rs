@@ -1,7 +1,7 @@
 //! Config sources: where the objects istiod translates come from.
 //!
 //! Every source (Kubernetes watchers in [`kube`], a local directory of YAML
-//! in `local`) reports the same [`SourceEvent`]s on one channel: an object
+//! in [`local`]) reports the same [`SourceEvent`]s on one channel: an object
 //! applied (created or changed), an object deleted, and once, when its
 //! initial listing is complete, [`SourceEvent::Synced`]. The translation
 //! engine consumes them and never knows which source it runs on.
@@ -14,6 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::translate::ObjectKey;
 use crate::translate::crd::{AuthorizationPolicy, PeerAuthentication, ServiceEntry, WorkloadEntry};
+
+pub mod local;
 
 /// The kinds istiod reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -144,6 +146,10 @@ pub struct UntypedObject {
 // event channel, so boxing would only add an allocation per event.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "objects travel one at a time and are stored by value; boxing the big ones would touch every consumer"
+)]
 pub enum Object {
     Namespace(Namespace),
     Node(Node),
@@ -221,6 +227,7 @@ impl std::fmt::Display for ObjectRef {
 /// What a source reports.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant, reason = "see `Object`")]
 pub enum SourceEvent {
     /// Created or changed (the whole new object).
     Applied(Object),
