@@ -142,9 +142,6 @@ pub struct UntypedObject {
 }
 
 /// One object from a source.
-// Variants differ in size (a Pod is large); objects move once through the
-// event channel, so boxing would only add an allocation per event.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[allow(
     clippy::large_enum_variant,
@@ -225,7 +222,6 @@ impl std::fmt::Display for ObjectRef {
 }
 
 /// What a source reports.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant, reason = "see `Object`")]
 pub enum SourceEvent {
