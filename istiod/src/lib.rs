@@ -9,6 +9,7 @@
 //! directory, per-proxy scoping, waypoint resources, and the binary.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod ca;
 pub mod engine;
 pub mod source;

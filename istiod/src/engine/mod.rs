@@ -19,7 +19,7 @@ use mesh_proto::type_url;
 use mesh_proto::workload::{Address, address};
 
 use self::dirty::Dirty;
-pub use self::run::{EngineHandle, EngineStats, RunOptions, StatusChanges, run};
+pub use self::run::{EngineHandle, EngineStats, FlushHook, RunOptions, StatusChanges, run};
 use crate::source::{Kind, Object, ObjectRef, SourceEvent, UntypedObject};
 use crate::translate::status::{Condition, ObjectStatus};
 use crate::translate::{

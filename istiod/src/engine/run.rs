@@ -92,16 +92,30 @@ impl EngineHandle {
     }
 }
 
+/// Called after each flush with the objects as they now are (local mode
+/// keeps the CA's node directory in step with it).
+pub type FlushHook = Arc<dyn Fn(&crate::translate::Snapshot) + Send + Sync>;
+
 /// Settings of the engine task.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// How long a batch gathers events after its first one.
     pub debounce: Duration,
+    pub on_flush: Option<FlushHook>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("debounce", &self.debounce)
+            .field("on_flush", &self.on_flush.is_some())
+            .finish()
+    }
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { debounce: Duration::from_millis(100) }
+        Self { debounce: Duration::from_millis(100), on_flush: None }
     }
 }
 
@@ -150,6 +164,9 @@ async fn drive(
                     deadline = None;
                     if synced {
                         flush(&mut engine, &store, status_tx.as_ref(), &stats, &shared_statuses);
+                        if let Some(hook) = &options.on_flush {
+                            hook(engine.snapshot());
+                        }
                         ready_tx.send_replace(true);
                     }
                     continue;

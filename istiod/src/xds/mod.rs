@@ -19,6 +19,8 @@ use mesh_proto::discovery::aggregated_discovery_service_server::{
 };
 use mesh_proto::discovery::{DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse};
 use mesh_xds::server::{Connections, ResponseStream, ViewSource, serve};
+
+use crate::ca::authn::{Authenticator, bearer_token};
 use tonic::{Request, Response, Status, Streaming};
 
 pub use store::{ConfigStore, TypeChanges, address_resource, authorization_resource};
@@ -28,16 +30,35 @@ pub use store::{ConfigStore, TypeChanges, address_resource, authorization_resour
 pub struct AdsService {
     store: Arc<ConfigStore>,
     connections: Arc<Connections>,
+    /// Who may connect; `None` only on the plaintext port (loopback, or
+    /// explicitly opened), as upstream's 15010.
+    authenticator: Option<Arc<dyn Authenticator>>,
+}
+
+impl std::fmt::Debug for dyn Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator")
+    }
 }
 
 impl AdsService {
+    /// An unauthenticated service (plaintext port, tests).
     pub fn new(store: Arc<ConfigStore>) -> Self {
-        Self { store, connections: Connections::new() }
+        Self { store, connections: Connections::new(), authenticator: None }
     }
 
     /// Registers streams in `connections` (for debug endpoints and metrics).
-    pub fn with_connections(store: Arc<ConfigStore>, connections: Arc<Connections>) -> Self {
-        Self { store, connections }
+    pub fn with_connections(mut self, connections: Arc<Connections>) -> Self {
+        self.connections = connections;
+        self
+    }
+
+    /// Requires `authorization: Bearer <token>` that `authenticator`
+    /// accepts (the CA's authenticator: TokenReview, or local node tokens)
+    /// before a stream opens.
+    pub fn authenticated(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
     }
 
     pub fn into_server(self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -63,6 +84,18 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        if let Some(authenticator) = &self.authenticator {
+            let token = bearer_token(request.metadata()).map_err(|r| r.to_status())?;
+            let caller = authenticator.authenticate(token).await.map_err(|r| {
+                tracing::info!(
+                    reason = r.reason().as_str(),
+                    detail = r.detail(),
+                    "xDS stream refused"
+                );
+                r.to_status()
+            })?;
+            tracing::debug!(caller = %caller.identity, node = ?caller.node, "xDS stream opened");
+        }
         let source: Arc<dyn ViewSource> = self.store.clone();
         Ok(Response::new(serve(request.into_inner(), source, &self.connections)))
     }

@@ -17,13 +17,18 @@ use crate::logging::LogControl;
 /// Produces the JSON of `/config_dump`.
 pub type ConfigDump = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
+/// Answers `GET /debug/<name>?<query>` with JSON, or `None` for an unknown
+/// name (404). Called with `name` (no leading `/debug/`) and the raw query.
+pub type DebugHandler = Arc<dyn Fn(&str, &str) -> Option<serde_json::Value> + Send + Sync>;
+
 /// What the endpoints serve. Absent parts answer 404.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct AdminState {
     pub registry: Option<Arc<Registry>>,
     pub ready: Option<watch::Receiver<bool>>,
     pub config_dump: Option<ConfigDump>,
     pub logging: Option<LogControl>,
+    pub debug: Option<DebugHandler>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -33,6 +38,7 @@ impl std::fmt::Debug for AdminState {
             .field("ready", &self.ready.as_ref().map(|r| *r.borrow()))
             .field("config_dump", &self.config_dump.is_some())
             .field("logging", &self.logging)
+            .field("debug", &self.debug.is_some())
             .finish()
     }
 }
@@ -113,6 +119,17 @@ pub fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes
             | "/logging",
             _,
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (_, &Method::GET) if path.starts_with("/debug/") => {
+            let name = path.trim_start_matches("/debug/");
+            let query = request.uri().query().unwrap_or_default();
+            match state.debug.as_ref().and_then(|debug| debug(name, query)) {
+                Some(value) => match serde_json::to_string_pretty(&value) {
+                    Ok(json) => respond(StatusCode::OK, "application/json", json),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}")),
+                },
+                None => text(StatusCode::NOT_FOUND, "no such debug endpoint"),
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }
 }

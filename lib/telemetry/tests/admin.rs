@@ -42,6 +42,9 @@ async fn endpoints_answer() {
         ready: Some(ready_rx),
         config_dump: Some(Arc::new(|| serde_json::json!({"workloads": [{"uid": "a"}]}))),
         logging: Some(logging::detached("info").unwrap()),
+        debug: Some(Arc::new(|name, query| {
+            (name == "echo").then(|| serde_json::json!({ "query": query }))
+        })),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -68,6 +71,11 @@ async fn endpoints_answer() {
     assert_eq!(get(addr, "GET", "/logging").await.1.trim(), "access=debug,info");
     assert_eq!(get(addr, "POST", "/logging?level=[[[").await.0, 400);
     assert_eq!(get(addr, "POST", "/logging").await.0, 400);
+
+    let (status, body) = get(addr, "GET", "/debug/echo?proxyID=a").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["query"], "proxyID=a");
+    assert_eq!(get(addr, "GET", "/debug/other").await.0, 404);
 
     assert_eq!(get(addr, "DELETE", "/metrics").await.0, 405);
     assert_eq!(get(addr, "GET", "/nope").await.0, 404);

@@ -151,17 +151,14 @@ impl App {
                 dump
             })
         };
-        let admin_state =
-            AdminState { registry: None, ready: None, config_dump: Some(dump), logging };
+        let admin_state = AdminState { config_dump: Some(dump), logging, ..AdminState::default() };
         // Readiness here too, so the metrics port never answers a blind 200.
         let metrics_state = AdminState {
             registry: Some(Arc::new(registry)),
             ready: Some(ready_rx.clone()),
-            config_dump: None,
-            logging: None,
+            ..AdminState::default()
         };
-        let readiness_state =
-            AdminState { registry: None, ready: Some(ready_rx), config_dump: None, logging: None };
+        let readiness_state = AdminState { ready: Some(ready_rx), ..AdminState::default() };
         let (admin_listener, admin_address) = bind("admin", config.admin_address).await?;
         let (metrics_listener, metrics_address) = bind("metrics", config.metrics_address).await?;
         let (ready_listener, readiness_address) =
