@@ -125,6 +125,15 @@ impl App {
     /// Starts everything; returns once every port is bound (readiness, on
     /// `/ready`, follows when the config source has synced).
     pub async fn start(config: Config) -> Result<Self, AppError> {
+        Self::start_with_client(config, None).await
+    }
+
+    /// As [`App::start`]; in Kubernetes mode, talks to the API server through
+    /// `client` when given (tests), else the in-cluster or `KUBECONFIG` one.
+    pub async fn start_with_client(
+        config: Config,
+        client: Option<kube::Client>,
+    ) -> Result<Self, AppError> {
         let mut registry = Registry::default();
         let mut tasks = JoinSet::new();
         let (shutdown, _) = watch::channel(false);
@@ -164,7 +173,10 @@ impl App {
                 CaParts { authenticator: Arc::new(authenticator), directory, authority }
             }
             Mode::Kubernetes => {
-                let client = kube::Client::try_default().await?;
+                let client = match client {
+                    Some(client) => client,
+                    None => kube::Client::try_default().await?,
+                };
                 kube_client = Some(client.clone());
                 let store =
                     crate::ca::kube::SecretRootStore::new(client.clone(), config.namespace.clone());
