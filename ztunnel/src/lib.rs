@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod dns;
 pub mod inpod;
 pub mod policy;
 pub mod proxy;
