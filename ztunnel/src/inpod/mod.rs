@@ -6,7 +6,8 @@
 //! - [`sockets`]: a socket factory per pod, a long-lived thread that has
 //!   entered the pod's namespace.
 //! - [`PodProxies`]: [`PodProxies::add`] binds 15001, 15006 and 15008 in
-//!   the pod and serves them; [`PodProxies::remove`] stops the listeners
+//!   the pod and serves them (and the DNS proxy on 15053, UDP and TCP,
+//!   when [`PodProxies::with_dns`] gave it one; see `crate::dns`); [`PodProxies::remove`] stops the listeners
 //!   and closes the pod's connections; [`PodProxies::stop_accepting`]
 //!   closes every pod's listeners but keeps open connections (a drain).
 //!
@@ -24,6 +25,7 @@
 //! the node's [`ConnectionRegistry`]; [`PodProxies::new`] starts its
 //! reconciler, which closes those a state change no longer allows.
 
+mod dns;
 mod listeners;
 pub mod sockets;
 
@@ -42,6 +44,7 @@ pub use listeners::ConnectionError;
 use listeners::{PodListeners, spawn_until};
 use sockets::{PodSockets, SocketError};
 
+use crate::dns::{Client, DNS_PORT, DnsServer, UpstreamSockets};
 use crate::proxy::outbound::{HBONE_PORT, OutboundProxy};
 use crate::proxy::{ConnectionRegistry, run_reconciler};
 
@@ -100,6 +103,8 @@ async fn until_changed(mut signal: watch::Receiver<()>, work: impl Future<Output
 pub struct PodProxies {
     node: Arc<NodeProxy>,
     pods: Mutex<HashMap<String, Pod>>,
+    /// The DNS proxy, served on 15053 in every pod when set.
+    dns: Option<Arc<DnsServer>>,
     /// The policy reconciler, stopped when this is dropped.
     reconciler: Option<tokio::task::AbortHandle>,
 }
@@ -124,7 +129,14 @@ impl PodProxies {
             runtime.spawn(task).abort_handle()
         });
         let node = Arc::new(NodeProxy { outbound, tls, h2, connections });
-        Self { node, pods: Mutex::default(), reconciler }
+        Self { node, pods: Mutex::default(), dns: None, reconciler }
+    }
+
+    /// Also serves `dns` on 15053 (UDP and TCP) in every pod added from
+    /// now on.
+    pub fn with_dns(mut self, dns: Arc<DnsServer>) -> Self {
+        self.dns = Some(dns);
+        self
     }
 
     /// The node's open inbound connections under L4 policy.
@@ -142,6 +154,13 @@ impl PodProxies {
         let outbound = sockets.listen(any(OUTBOUND_PORT)).await.map_err(sockets_error)?;
         let hbone = sockets.listen(any(HBONE_PORT)).await.map_err(sockets_error)?;
         let plaintext = sockets.listen(any(INBOUND_PLAINTEXT_PORT)).await.map_err(sockets_error)?;
+        let dns_sockets = match &self.dns {
+            Some(_) => Some((
+                sockets.bind_udp(any(DNS_PORT)).await.map_err(sockets_error)?,
+                sockets.listen(any(DNS_PORT)).await.map_err(sockets_error)?,
+            )),
+            None => None,
+        };
         let (stop_tx, stop) = watch::channel(());
         let (accepting_tx, accepting) = watch::channel(());
         // Fetch the pod's certificate now rather than on its first
@@ -154,6 +173,17 @@ impl PodProxies {
                 tracing::warn!(pod = pod_uid, %identity, error = %e, "prefetching the certificate");
             }
         });
+        if let (Some(server), Some((udp, tcp))) = (&self.dns, dns_sockets) {
+            let client = Client {
+                workload_uid: pod.uid.clone(),
+                namespace: pod.identity.namespace().to_owned(),
+                sockets: UpstreamSockets::Pod(sockets.clone()),
+            };
+            let dns =
+                Arc::new(dns::PodDns { server: Arc::clone(server), client, stop: stop.clone() });
+            spawn_until(stop.clone(), until_changed(accepting.clone(), Arc::clone(&dns).udp(udp)));
+            spawn_until(stop.clone(), until_changed(accepting.clone(), dns.tcp(tcp)));
+        }
         let listeners = Arc::new(PodListeners {
             node: Arc::clone(&self.node),
             pod,
