@@ -154,10 +154,14 @@ impl PodProxies {
         let outbound = sockets.listen(any(OUTBOUND_PORT)).await.map_err(sockets_error)?;
         let hbone = sockets.listen(any(HBONE_PORT)).await.map_err(sockets_error)?;
         let plaintext = sockets.listen(any(INBOUND_PLAINTEXT_PORT)).await.map_err(sockets_error)?;
+        // On loopback: REDIRECT in OUTPUT sends the pod's queries to
+        // 127.0.0.1, and UDP replies must leave from that address for
+        // conntrack to restore the resolver's address as their source.
+        let dns_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, DNS_PORT));
         let dns_sockets = match &self.dns {
             Some(_) => Some((
-                sockets.bind_udp(any(DNS_PORT)).await.map_err(sockets_error)?,
-                sockets.listen(any(DNS_PORT)).await.map_err(sockets_error)?,
+                sockets.bind_udp(dns_addr).await.map_err(sockets_error)?,
+                sockets.listen(dns_addr).await.map_err(sockets_error)?,
             )),
             None => None,
         };
