@@ -19,16 +19,19 @@ use tokio::net::{TcpListener, UdpSocket};
 /// What the server answers. Names are lowercase with the trailing dot.
 #[derive(Debug, Clone, Default)]
 pub struct Zone {
-    pub records: HashMap<String, Vec<IpAddr>>,
+    /// Name -> addresses and their TTL.
+    pub records: HashMap<String, (Vec<IpAddr>, u32)>,
+    /// The TTL [`Zone::with`] gives the records it adds.
     pub ttl: u32,
     pub truncate_over_udp: HashSet<String>,
     pub silent: HashSet<String>,
 }
 
 impl Zone {
-    /// A zone with `name` -> `addresses` (a trailing dot is added).
+    /// A zone with `name` -> `addresses` (a trailing dot is added), with
+    /// the zone's current `ttl`.
     pub fn with(mut self, name: &str, addresses: &[IpAddr]) -> Self {
-        self.records.insert(fqdn(name), addresses.to_vec());
+        self.records.insert(fqdn(name), (addresses.to_vec(), self.ttl));
         self
     }
 }
@@ -156,14 +159,14 @@ fn answer(zone: &Zone, seen: &Mutex<Vec<Seen>>, query: &[u8], tcp: bool) -> Opti
         Some(_) if !tcp && zone.truncate_over_udp.contains(&name) => {
             reply.metadata.truncation = true;
         }
-        Some(addresses) => {
+        Some((addresses, ttl)) => {
             let records = addresses.iter().filter_map(|ip| {
                 let data = match (ip, record_type) {
                     (IpAddr::V4(v4), RecordType::A) => RData::A(A(*v4)),
                     (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(*v6)),
                     _ => return None,
                 };
-                Some(Record::from_rdata(question.name().clone(), zone.ttl, data))
+                Some(Record::from_rdata(question.name().clone(), *ttl, data))
             });
             reply.add_answers(records);
         }

@@ -13,16 +13,17 @@
 //!   timeout, bounded concurrency and a TTL-honouring [`cache`].
 //! - [`metrics`]: `istio_dns_requests_total` and friends.
 //!
-//! The per-pod listeners live in `crate::inpod` (they are bound through
-//! the pod's socket factory, like the other in-pod listeners); each query
-//! is handled in its own task, so a slow upstream never holds up the
-//! answers for mesh names.
+//! - [`serve`]: the UDP and TCP loops of one pod's listeners, which
+//!   `crate::inpod` binds through the pod's socket factory like the other
+//!   in-pod listeners; each query is handled in its own task, so a slow
+//!   upstream never holds up the answers for mesh names.
 
 pub mod cache;
 pub mod forward;
 pub mod metrics;
 pub mod names;
 mod response;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -25,7 +25,6 @@
 //! the node's [`ConnectionRegistry`]; [`PodProxies::new`] starts its
 //! reconciler, which closes those a state change no longer allows.
 
-mod dns;
 mod listeners;
 pub mod sockets;
 
@@ -41,9 +40,11 @@ use mesh_netns::Netns;
 use tokio::sync::watch;
 
 pub use listeners::ConnectionError;
-use listeners::{PodListeners, spawn_until};
+use listeners::PodListeners;
+pub(crate) use listeners::spawn_until;
 use sockets::{PodSockets, SocketError};
 
+use crate::dns::serve::PodDns;
 use crate::dns::{Client, DNS_PORT, DnsServer, UpstreamSockets};
 use crate::proxy::outbound::{HBONE_PORT, OutboundProxy};
 use crate::proxy::{ConnectionRegistry, run_reconciler};
@@ -183,8 +184,7 @@ impl PodProxies {
                 namespace: pod.identity.namespace().to_owned(),
                 sockets: UpstreamSockets::Pod(sockets.clone()),
             };
-            let dns =
-                Arc::new(dns::PodDns { server: Arc::clone(server), client, stop: stop.clone() });
+            let dns = Arc::new(PodDns { server: Arc::clone(server), client, stop: stop.clone() });
             spawn_until(stop.clone(), until_changed(accepting.clone(), Arc::clone(&dns).udp(udp)));
             spawn_until(stop.clone(), until_changed(accepting.clone(), dns.tcp(tcp)));
         }

@@ -1,6 +1,8 @@
-//! The DNS proxy's listeners in one pod (15053, UDP and TCP). Each UDP
-//! query and each TCP connection gets its own task (ended with the pod),
-//! so a forward waiting on a slow upstream never holds up another query.
+//! Serving the DNS proxy on one pod's listeners (15053, UDP and TCP; the
+//! sockets come from `crate::inpod`, or from a test or benchmark). Each UDP
+//! query and each TCP connection gets its own task, ended with the pod (the
+//! `stop` signal), so a forward waiting on a slow upstream never holds up
+//! another query.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
-use super::listeners::spawn_until;
-use crate::dns::{Client, DnsServer, Transport};
+use super::{Client, DnsServer, Transport};
+use crate::inpod::spawn_until;
 
 /// A TCP client idle this long between queries is closed.
 const TCP_IDLE: Duration = Duration::from_secs(30);
@@ -22,14 +24,16 @@ const MAX_UDP_QUERY: usize = 4096;
 
 /// One pod's DNS listeners.
 #[derive(Debug)]
-pub(super) struct PodDns {
-    pub(super) server: Arc<DnsServer>,
-    pub(super) client: Client,
-    pub(super) stop: watch::Receiver<()>,
+pub struct PodDns {
+    pub server: Arc<DnsServer>,
+    pub client: Client,
+    /// Query tasks end when this signal's sender is dropped.
+    pub stop: watch::Receiver<()>,
 }
 
 impl PodDns {
-    pub(super) async fn udp(self: Arc<Self>, socket: UdpSocket) {
+    /// Answers the datagrams arriving on `socket` until dropped.
+    pub async fn udp(self: Arc<Self>, socket: UdpSocket) {
         let socket = Arc::new(socket);
         let mut buf = vec![0; MAX_UDP_QUERY];
         loop {
@@ -54,7 +58,8 @@ impl PodDns {
         }
     }
 
-    pub(super) async fn tcp(self: Arc<Self>, listener: TcpListener) {
+    /// Serves the connections accepted on `listener` until dropped.
+    pub async fn tcp(self: Arc<Self>, listener: TcpListener) {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
