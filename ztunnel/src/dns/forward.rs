@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::cache::{AnswerCache, CacheKey};
 use super::metrics::{DnsMetrics, UpstreamLabels};
-use crate::inpod::sockets::PodSockets;
+use crate::inpod::sockets::{PodSockets, unspecified};
 
 /// Where forwarded queries leave from.
 #[derive(Debug, Clone)]
@@ -36,12 +36,7 @@ impl UpstreamSockets {
     async fn udp(&self, target: SocketAddr) -> io::Result<UdpSocket> {
         match self {
             Self::Host => {
-                let any: SocketAddr = if target.is_ipv6() {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                } else {
-                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-                };
-                let socket = UdpSocket::bind(any).await?;
+                let socket = UdpSocket::bind((unspecified(target), 0)).await?;
                 socket.connect(target).await?;
                 Ok(socket)
             }

@@ -181,18 +181,26 @@ async fn malformed_queries_are_dropped_and_counted() {
     assert!(text.contains("istio_dns_malformed_requests_total 4"), "{text}");
 }
 
-#[tokio::test]
-async fn a_dead_upstream_fails_forwards_but_never_delays_mesh_names() {
+/// A server whose upstream never answers `www.example.org`, and a query
+/// for it already on its way.
+fn stalled_forward(
+    tweak: impl FnOnce(&mut DnsConfig),
+) -> (DnsUpstream, Arc<DnsServer>, tokio::task::JoinHandle<Message>) {
     let mut zone = zone();
     zone.silent.insert("www.example.org.".into());
-    let (_upstream, addr) = DnsUpstream::local(zone).unwrap();
-    let server = Arc::new(server_with(vec![addr], |c| {
+    let (upstream, addr) = DnsUpstream::local(zone).unwrap();
+    let server = Arc::new(server_with(vec![addr], tweak));
+    let asking = Arc::clone(&server);
+    let stalled =
+        tokio::spawn(async move { ask(&asking, "www.example.org.", RecordType::A).await });
+    (upstream, server, stalled)
+}
+
+#[tokio::test]
+async fn a_dead_upstream_fails_forwards_but_never_delays_mesh_names() {
+    let (_upstream, server, slow) = stalled_forward(|c| {
         c.upstream_timeout = Duration::from_millis(600);
-    }));
-    let slow = {
-        let server = Arc::clone(&server);
-        tokio::spawn(async move { ask(&server, "www.example.org.", RecordType::A).await })
-    };
+    });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = tokio::time::Instant::now();
     let mesh = ask(&server, "web.", RecordType::A).await;
@@ -206,17 +214,10 @@ async fn a_dead_upstream_fails_forwards_but_never_delays_mesh_names() {
 
 #[tokio::test]
 async fn forwards_beyond_the_limit_fail_at_once() {
-    let mut zone = zone();
-    zone.silent.insert("www.example.org.".into());
-    let (_upstream, addr) = DnsUpstream::local(zone).unwrap();
-    let server = Arc::new(server_with(vec![addr], |c| {
+    let (_upstream, server, first) = stalled_forward(|c| {
         c.max_in_flight = 1;
         c.upstream_timeout = Duration::from_secs(2);
-    }));
-    let first = {
-        let server = Arc::clone(&server);
-        tokio::spawn(async move { ask(&server, "www.example.org.", RecordType::A).await })
-    };
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = tokio::time::Instant::now();
     let refused = ask(&server, "other.example.org.", RecordType::A).await;

@@ -153,14 +153,19 @@ fn marked_socket(target: SocketAddr, source: Option<IpAddr>) -> io::Result<std::
     Ok(socket.into())
 }
 
-/// A non-blocking UDP socket bound to `addr` with `SO_REUSEADDR` and
-/// `SO_REUSEPORT`.
-fn reusable_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(
+/// A UDP socket of `addr`'s family.
+fn udp_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
-    )?;
+    )
+}
+
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEADDR` and
+/// `SO_REUSEPORT`.
+fn reusable_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = udp_socket(addr)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
@@ -171,18 +176,19 @@ fn reusable_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// A non-blocking, marked UDP socket for `target`'s family, bound to an
 /// ephemeral port.
 fn marked_udp(target: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(target),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
+    let socket = udp_socket(target)?;
     set_mark(&socket, PROXY_MARK)?;
-    let any: SocketAddr = if target.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
+    let any = SocketAddr::new(unspecified(target), 0);
     socket.bind(&any.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// The unspecified address of `target`'s family.
+pub(crate) fn unspecified(target: SocketAddr) -> IpAddr {
+    if target.is_ipv6() {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    }
 }
