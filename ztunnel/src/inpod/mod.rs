@@ -146,8 +146,9 @@ impl PodProxies {
     }
 
     /// Starts proxying for the pod `uid` whose namespace is `netns`: binds
-    /// 15001, 15006 and 15008 there and serves them. Adding a pod again
-    /// replaces its listeners.
+    /// 15001, 15006 and 15008 there (and 127.0.0.1:15053, UDP and TCP, with
+    /// a DNS proxy) and serves them. Adding a pod again replaces its
+    /// listeners.
     pub async fn add(&self, uid: &str, pod: PodWorkload, netns: &Netns) -> Result<(), InpodError> {
         let sockets_error = |source| InpodError::Sockets { uid: uid.to_owned(), source };
         let sockets = PodSockets::start(netns).map_err(sockets_error)?;
