@@ -30,13 +30,14 @@ pub mod sockets;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mesh_hbone::H2Settings;
 use mesh_identity::contexts::TlsContexts;
 use mesh_model::Identity;
 use mesh_netns::Netns;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 pub use listeners::ConnectionError;
@@ -99,6 +100,24 @@ async fn until_changed(mut signal: watch::Receiver<()>, work: impl Future<Output
     }
 }
 
+/// The DNS proxy's sockets in a pod: UDP and TCP on 127.0.0.1:15053, and
+/// on [::1]:15053 when the pod has IPv6 loopback. On loopback because
+/// REDIRECT in OUTPUT sends the pod's queries there, and UDP replies must
+/// leave from that address for conntrack to restore the resolver's
+/// address as their source.
+async fn bind_dns(sockets: &PodSockets) -> Result<Vec<(UdpSocket, TcpListener)>, SocketError> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, DNS_PORT));
+    let mut out = vec![(sockets.bind_udp(v4).await?, sockets.listen(v4).await?)];
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, DNS_PORT));
+    match (sockets.bind_udp(v6).await, sockets.listen(v6).await) {
+        (Ok(udp), Ok(tcp)) => out.push((udp, tcp)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(netns = sockets.netns(), error = %e, "no IPv6 DNS listener");
+        }
+    }
+    Ok(out)
+}
+
 /// The in-pod proxies of one node, by pod uid.
 #[derive(Debug)]
 pub struct PodProxies {
@@ -146,8 +165,8 @@ impl PodProxies {
     }
 
     /// Starts proxying for the pod `uid` whose namespace is `netns`: binds
-    /// 15001, 15006 and 15008 there (and 127.0.0.1:15053, UDP and TCP, with
-    /// a DNS proxy) and serves them. Adding a pod again replaces its
+    /// 15001, 15006 and 15008 there (and 15053 on loopback, UDP and TCP,
+    /// with a DNS proxy; see `bind_dns`) and serves them. Adding a pod again replaces its
     /// listeners.
     pub async fn add(&self, uid: &str, pod: PodWorkload, netns: &Netns) -> Result<(), InpodError> {
         let sockets_error = |source| InpodError::Sockets { uid: uid.to_owned(), source };
@@ -156,16 +175,9 @@ impl PodProxies {
         let outbound = sockets.listen(any(OUTBOUND_PORT)).await.map_err(sockets_error)?;
         let hbone = sockets.listen(any(HBONE_PORT)).await.map_err(sockets_error)?;
         let plaintext = sockets.listen(any(INBOUND_PLAINTEXT_PORT)).await.map_err(sockets_error)?;
-        // On loopback: REDIRECT in OUTPUT sends the pod's queries to
-        // 127.0.0.1, and UDP replies must leave from that address for
-        // conntrack to restore the resolver's address as their source.
-        let dns_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, DNS_PORT));
         let dns_sockets = match &self.dns {
-            Some(_) => Some((
-                sockets.bind_udp(dns_addr).await.map_err(sockets_error)?,
-                sockets.listen(dns_addr).await.map_err(sockets_error)?,
-            )),
-            None => None,
+            Some(_) => bind_dns(&sockets).await.map_err(sockets_error)?,
+            None => Vec::new(),
         };
         let (stop_tx, stop) = watch::channel(());
         let (accepting_tx, accepting) = watch::channel(());
@@ -179,15 +191,19 @@ impl PodProxies {
                 tracing::warn!(pod = pod_uid, %identity, error = %e, "prefetching the certificate");
             }
         });
-        if let (Some(server), Some((udp, tcp))) = (&self.dns, dns_sockets) {
+        if let Some(server) = &self.dns {
             let client = Client {
                 workload_uid: pod.uid.clone(),
                 namespace: pod.identity.namespace().to_owned(),
                 sockets: UpstreamSockets::Pod(sockets.clone()),
             };
             let dns = Arc::new(PodDns { server: Arc::clone(server), client, stop: stop.clone() });
-            spawn_until(stop.clone(), until_changed(accepting.clone(), Arc::clone(&dns).udp(udp)));
-            spawn_until(stop.clone(), until_changed(accepting.clone(), dns.tcp(tcp)));
+            for (udp, tcp) in dns_sockets {
+                let udp = Arc::clone(&dns).udp(udp);
+                spawn_until(stop.clone(), until_changed(accepting.clone(), udp));
+                let tcp = Arc::clone(&dns).tcp(tcp);
+                spawn_until(stop.clone(), until_changed(accepting.clone(), tcp));
+            }
         }
         let listeners = Arc::new(PodListeners {
             node: Arc::clone(&self.node),
