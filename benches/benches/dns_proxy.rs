@@ -76,7 +76,7 @@ async fn fixture() -> Option<Fixture> {
     let client = Client {
         workload_uid: "bench".into(),
         namespace: "default".into(),
-        sockets: UpstreamSockets::Host,
+        sockets: UpstreamSockets::host(),
     };
     let dns = Arc::new(PodDns { server: Arc::new(server), client, stop });
     tokio::spawn(dns.udp(socket));

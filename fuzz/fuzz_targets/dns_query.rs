@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
     let client = Client {
         workload_uid: "fuzz".into(),
         namespace: "default".into(),
-        sockets: UpstreamSockets::Host,
+        sockets: UpstreamSockets::host(),
     };
     for transport in [Transport::Udp, Transport::Tcp] {
         let Some(reply) = runtime.block_on(server.handle(&client, data, transport)) else {

@@ -8,9 +8,10 @@
 //! at once (a semaphore; a query beyond that fails at once rather than
 //! queueing), and answers are cached per their TTLs ([`super::cache`]).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hickory_proto::op::Message;
@@ -23,31 +24,70 @@ use super::cache::{AnswerCache, CacheKey};
 use super::metrics::{DnsMetrics, UpstreamLabels};
 use crate::inpod::sockets::{PodSockets, unspecified};
 
-/// Where forwarded queries leave from.
+/// Where forwarded queries leave from, with the UDP sockets that finished
+/// an exchange kept for the next one (per upstream, at most
+/// [`IDLE_SOCKETS`]): creating a socket in a pod costs a round trip to the
+/// pod's socket thread. A kept socket may still receive a late datagram;
+/// answers are matched by id and question, so that is ignored.
 #[derive(Debug, Clone)]
-pub enum UpstreamSockets {
-    /// ztunnel's own namespace (tests, benchmarks).
+pub struct UpstreamSockets {
+    origin: Origin,
+    idle: Arc<Mutex<HashMap<SocketAddr, Vec<UdpSocket>>>>,
+}
+
+#[derive(Debug, Clone)]
+enum Origin {
     Host,
-    /// The client pod's namespace, with the proxy's mark.
     Pod(PodSockets),
 }
 
+/// Idle UDP sockets kept per upstream.
+pub const IDLE_SOCKETS: usize = 32;
+
 impl UpstreamSockets {
+    /// From ztunnel's own namespace (tests, benchmarks).
+    pub fn host() -> Self {
+        Self { origin: Origin::Host, idle: Arc::default() }
+    }
+
+    /// From the client pod's namespace, with the proxy's mark.
+    pub fn pod(sockets: PodSockets) -> Self {
+        Self { origin: Origin::Pod(sockets), idle: Arc::default() }
+    }
+
     async fn udp(&self, target: SocketAddr) -> io::Result<UdpSocket> {
-        match self {
-            Self::Host => {
+        let kept = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&target)
+            .and_then(Vec::pop);
+        if let Some(socket) = kept {
+            return Ok(socket);
+        }
+        match &self.origin {
+            Origin::Host => {
                 let socket = UdpSocket::bind((unspecified(target), 0)).await?;
                 socket.connect(target).await?;
                 Ok(socket)
             }
-            Self::Pod(sockets) => sockets.connect_udp(target).await.map_err(io::Error::other),
+            Origin::Pod(sockets) => sockets.connect_udp(target).await.map_err(io::Error::other),
+        }
+    }
+
+    /// Keeps `socket` (connected to `target`) for another exchange.
+    fn keep(&self, target: SocketAddr, socket: UdpSocket) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = idle.entry(target).or_default();
+        if kept.len() < IDLE_SOCKETS {
+            kept.push(socket);
         }
     }
 
     async fn tcp(&self, target: SocketAddr) -> io::Result<TcpStream> {
-        match self {
-            Self::Host => TcpStream::connect(target).await,
-            Self::Pod(sockets) => sockets.connect(target, None).await.map_err(io::Error::other),
+        match &self.origin {
+            Origin::Host => TcpStream::connect(target).await,
+            Origin::Pod(sockets) => sockets.connect(target, None).await.map_err(io::Error::other),
         }
     }
 }
@@ -190,6 +230,9 @@ async fn exchange(
             break (bytes.to_vec(), message);
         }
     };
+    // Only a socket whose exchange completed is kept; one that timed out
+    // is dropped with the future.
+    sockets.keep(upstream, socket);
     if !answer.1.metadata.truncation {
         return Ok(answer);
     }
@@ -225,4 +268,43 @@ fn answers(message: &Message, query: &Message) -> bool {
     message.metadata.id == query.metadata.id
         && message.metadata.message_type == hickory_proto::op::MessageType::Response
         && message.queries == query.queries
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use mesh_test_support::dns::{DnsUpstream, Zone};
+
+    use super::*;
+
+    fn idle(sockets: &UpstreamSockets, target: SocketAddr) -> usize {
+        sockets.idle.lock().unwrap_or_else(PoisonError::into_inner).get(&target).map_or(0, Vec::len)
+    }
+
+    #[tokio::test]
+    async fn a_socket_is_kept_after_an_answer_and_dropped_after_a_timeout() {
+        let mut zone = Zone::default().with("a.example.", &[IpAddr::from([192, 0, 2, 1])]);
+        zone.silent.insert("dead.example.".into());
+        let (_upstream, addr) = DnsUpstream::local(zone).unwrap();
+        let cache = AnswerCache::new(0, Duration::from_secs(1));
+        let forwarder =
+            Forwarder::new(vec![addr], Duration::from_millis(200), 8, cache, Arc::default());
+        let sockets = UpstreamSockets::host();
+        for id in [1, 2] {
+            let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+            query.add_query(Query::query(Name::from_ascii("a.example.").unwrap(), RecordType::A));
+            let raw = query.to_vec().unwrap();
+            let answer = forwarder.forward(&sockets, &raw, &query).await.unwrap();
+            assert_eq!(answer.message.metadata.id, id);
+            assert_eq!(idle(&sockets, addr), 1, "one socket, reused");
+        }
+        let mut query = Message::new(3, MessageType::Query, OpCode::Query);
+        query.add_query(Query::query(Name::from_ascii("dead.example.").unwrap(), RecordType::A));
+        let raw = query.to_vec().unwrap();
+        assert!(forwarder.forward(&sockets, &raw, &query).await.is_err());
+        assert_eq!(idle(&sockets, addr), 0, "the socket that timed out is gone");
+    }
 }

@@ -39,7 +39,7 @@ fn server_with(upstreams: Vec<SocketAddr>, tweak: impl FnOnce(&mut DnsConfig)) -
 }
 
 fn client() -> Client {
-    Client { workload_uid: "db-0".into(), namespace: "ns".into(), sockets: UpstreamSockets::Host }
+    Client { workload_uid: "db-0".into(), namespace: "ns".into(), sockets: UpstreamSockets::host() }
 }
 
 fn query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {

@@ -195,7 +195,7 @@ impl PodProxies {
             let client = Client {
                 workload_uid: pod.uid.clone(),
                 namespace: pod.identity.namespace().to_owned(),
-                sockets: UpstreamSockets::Pod(sockets.clone()),
+                sockets: UpstreamSockets::pod(sockets.clone()),
             };
             let dns = Arc::new(PodDns { server: Arc::clone(server), client, stop: stop.clone() });
             for (udp, tcp) in dns_sockets {
