@@ -20,7 +20,11 @@ fn service(name: &str, host: &str, vips: &[[u8; 4]]) -> pb::Address {
             hostname: host.into(),
             addresses: vips
                 .iter()
-                .map(|v| pb::NetworkAddress { network: String::new(), address: v.to_vec(), length: None })
+                .map(|v| pb::NetworkAddress {
+                    network: String::new(),
+                    address: v.to_vec(),
+                    length: None,
+                })
                 .collect(),
             ..Default::default()
         })),
@@ -41,7 +45,8 @@ fn server() -> &'static (tokio::runtime::Runtime, DnsServer) {
             let address = mesh_model::Address::try_from(service(name, host, vips)).unwrap();
             state.write(|s| s.insert_address(&format!("default/{host}"), address)).unwrap();
         }
-        let server = DnsServer::new(state, DnsConfig::new(Vec::new()), Arc::new(DnsMetrics::default()));
+        let server =
+            DnsServer::new(state, DnsConfig::new(Vec::new()), Arc::new(DnsMetrics::default()));
         (runtime, server)
     })
 }
