@@ -22,7 +22,7 @@ pub mod zds;
 use mesh_netns::Netns;
 
 pub use exec::CommandError;
-pub use rules::{CaptureConfig, IpFamily, RuleSet};
+pub use rules::{CaptureConfig, DNS_CAPTURE_ANNOTATION, IpFamily, RuleSet};
 
 /// Which tool installs the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

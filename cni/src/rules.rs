@@ -65,6 +65,24 @@ impl Default for CaptureConfig {
     }
 }
 
+/// The pod annotation that turns DNS capture off (`"false"`) or on
+/// (`"true"`) for one pod, whatever the node's default.
+pub const DNS_CAPTURE_ANNOTATION: &str = "ambient.istio.io/dns-capture";
+
+impl CaptureConfig {
+    /// This configuration for a pod with `annotations`: the DNS redirect
+    /// follows the pod's [`DNS_CAPTURE_ANNOTATION`] when it is `"true"` or
+    /// `"false"`, else this configuration's default.
+    pub fn for_pod(&self, annotations: &std::collections::BTreeMap<String, String>) -> Self {
+        let redirect_dns = match annotations.get(DNS_CAPTURE_ANNOTATION).map(String::as_str) {
+            Some("false") => false,
+            Some("true") => true,
+            _ => self.redirect_dns,
+        };
+        Self { redirect_dns, ..self.clone() }
+    }
+}
+
 /// Which address family a rule set is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpFamily {

@@ -224,3 +224,21 @@ fn removal_of_nothing_is_empty() {
     assert!(!has_trace(clean));
     assert!(has_trace(SAVED_WITH_RULES));
 }
+
+#[test]
+fn the_dns_capture_annotation_decides_the_dns_redirect_per_pod() {
+    let node = CaptureConfig::default();
+    let annotated = |v: &str| {
+        std::collections::BTreeMap::from([(DNS_CAPTURE_ANNOTATION.to_owned(), v.to_owned())])
+    };
+    let opted_out = node.for_pod(&annotated("false"));
+    assert!(!opted_out.redirect_dns);
+    let rules = RuleSet::new(&opted_out).render_apply("");
+    assert!(!rules.contains("--dport 53"), "{rules}");
+    assert!(rules.contains("--to-ports 15001"), "the rest of the capture stays: {rules}");
+    assert!(node.for_pod(&annotated("true")).redirect_dns);
+    assert!(node.for_pod(&annotated("maybe")).redirect_dns, "other values keep the default");
+    assert!(node.for_pod(&Default::default()).redirect_dns);
+    let off = CaptureConfig { redirect_dns: false, ..CaptureConfig::default() };
+    assert!(off.for_pod(&annotated("true")).redirect_dns, "a pod can opt in");
+}

@@ -45,10 +45,16 @@
 //!   (`tests/app/`), including new connections of an enrolled pod after
 //!   istiod becomes unreachable (ztunnel serves from its last good state).
 //!
-//! Planned: the DNS proxy (15053).
+//! - [`dns`]: the DNS proxy on 15053 (UDP and TCP) in each pod: A/AAAA
+//!   for Services (search-path short forms), headless services and
+//!   ServiceEntry hosts (wildcards too) from the state, NXDOMAIN for
+//!   unknown mesh names, everything else forwarded from the pod to the
+//!   upstream resolvers (TCP retry on truncation, timeout, bounded
+//!   concurrency, TTL cache), with `istio_dns_*` metrics.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod dns;
 pub mod inpod;
 pub mod policy;
 pub mod proxy;

@@ -14,7 +14,7 @@
 //! | Namespace labels | Workloads of its pods (enrolment, waypoint), its Services (waypoint) |
 //! | Node labels | Workloads of the pods on it (locality) |
 //! | Service | that Service ([`services::kube_service`]), the Workloads of the pods its selector matches (`services` map), and its EndpointSlice workloads |
-//! | ServiceEntry | its Services and endpoint Workloads ([`services::service_entry_services`], [`workloads::service_entry_workloads`]), the Workloads it selects, and the Services of ServiceEntries sharing a host with it in its namespace ([`services::all_services`] resolves the conflict) |
+//! | ServiceEntry | its Services and endpoint Workloads ([`services::service_entry_services`], [`workloads::service_entry_workloads`]), the Workloads it selects, the Services of ServiceEntries sharing a host with it in its namespace ([`services::all_services`] resolves the conflict), and the auto-allocated VIPs of younger entries whose preferred slot its hosts take ([`auto_allocate`]) |
 //! | WorkloadEntry | its Workload ([`workloads::workload_entry_workload`]) |
 //! | AuthorizationPolicy | that Authorization ([`authorization::convert_authorization_policy`]); with a selector, the Workloads in its namespace |
 //! | PeerAuthentication | its converted Authorization ([`peer_authentication::convert_peer_authentication`]) and the converted ones of selector policies in the same namespace (or in every namespace, for the root namespace); Workloads in scope |
@@ -28,6 +28,7 @@
 //! endpoints of selectorless Services.
 
 pub mod authorization;
+pub mod auto_allocate;
 pub mod crd;
 pub mod dependents;
 pub mod endpoint_slices;

@@ -11,6 +11,7 @@ use mesh_proto::workload::{
     AppProtocol, IpFamilies, LoadBalancing, NetworkAddress, Port, PortList, Service, load_balancing,
 };
 
+use super::auto_allocate;
 use super::crd::ServiceEntry;
 use super::status::{Condition, ObjectStatus, REASON_INVALID};
 use super::{Config, Snapshot, ip_bytes, label, selector_matches, waypoint};
@@ -20,7 +21,8 @@ pub const TRAFFIC_DISTRIBUTION_ANNOTATION: &str = "networking.istio.io/traffic-d
 /// Every Service of the snapshot; problems go to `statuses`. A hostname is
 /// one resource per namespace: a Kubernetes Service keeps its hostname, and
 /// among ServiceEntries the oldest (then by name) wins; the others get a
-/// condition.
+/// condition. ServiceEntry hosts without addresses get auto-allocated VIPs
+/// here, where every entry is in view ([`auto_allocate`]).
 pub fn all_services(
     cfg: &Config,
     snap: &Snapshot,
@@ -35,11 +37,17 @@ pub fn all_services(
         let created = |se: &ServiceEntry| se.metadata.creation_timestamp.as_ref().map(|t| t.0);
         created(a).cmp(&created(b)).then_with(|| a.name().cmp(b.name()))
     });
+    // Hosts that get an auto-allocated VIP, oldest entry first.
+    let mut to_allocate = Vec::new();
     for se in entries {
         let (services, status) = service_entry_services(cfg, snap, se);
         let mut status = status;
+        let eligible = auto_allocate::entry_eligible(se);
         for svc in services {
             if taken.insert((svc.namespace.clone(), svc.hostname.clone())) {
+                if eligible && auto_allocate::host_eligible(&svc.hostname) {
+                    to_allocate.push((svc.namespace.clone(), svc.hostname.clone()));
+                }
                 out.push(svc);
             } else {
                 let msg =
@@ -53,6 +61,20 @@ pub fn all_services(
             }
         }
         statuses.extend(status);
+    }
+    let allocated = auto_allocate::allocate(&to_allocate);
+    for svc in &mut out {
+        let key = (svc.namespace.clone(), svc.hostname.clone());
+        if let Some(vip) = allocated.get(&key) {
+            svc.addresses = [IpAddr::V4(vip.v4), IpAddr::V6(vip.v6)]
+                .into_iter()
+                .map(|ip| NetworkAddress {
+                    network: cfg.network.clone(),
+                    address: ip_bytes(ip),
+                    length: None,
+                })
+                .collect();
+        }
     }
     out
 }
@@ -277,7 +299,8 @@ pub fn kube_services_for_pod(
 
 /// The Services of a ServiceEntry, one per host. Addresses that do not
 /// parse are dropped with a condition; a ServiceEntry without addresses
-/// gets no VIP (auto-allocation is not done here).
+/// gets no VIP here: [`all_services`] allocates them, as that needs every
+/// entry in view.
 ///
 /// Reads: the ServiceEntry and its Namespace (waypoint).
 pub fn service_entry_services(

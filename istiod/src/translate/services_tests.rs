@@ -2,6 +2,7 @@ use mesh_proto::workload::{
     AppProtocol, IpFamilies, LoadBalancing, NetworkAddress, Service, TunnelProtocol, load_balancing,
 };
 
+use super::auto_allocate;
 use super::fixtures::{AMBIENT_DEFAULT, cfg, pod, snapshot};
 use super::services::{all_services, app_protocol};
 use super::status::ObjectStatus;
@@ -113,13 +114,17 @@ fn app_protocol_rules() {
 }
 
 #[test]
-fn service_entry_without_addresses_has_no_vip() {
+fn service_entry_without_addresses_gets_an_auto_allocated_vip() {
     let (s, statuses) =
         services(include_str!("../../../helm/base/tests/examples/serviceentry-no-addresses.yaml"));
     assert!(statuses.is_empty());
     let ext = s.iter().find(|s| s.name == "external-api").unwrap();
     assert_eq!(ext.hostname, "api.example.com");
-    assert!(ext.addresses.is_empty());
+    let slot = auto_allocate::preferred_slot(&ext.namespace, "api.example.com");
+    let vip = auto_allocate::slot_addresses(slot);
+    let want: Vec<Vec<u8>> = vec![vip.v4.octets().to_vec(), vip.v6.octets().to_vec()];
+    let got: Vec<Vec<u8>> = ext.addresses.iter().map(|a| a.address.clone()).collect();
+    assert_eq!(got, want, "240.240/16 and 2001:2::/48, from the host's slot");
     // resolution DNS: no passthrough.
     assert!(ext.load_balancing.is_none());
     assert_eq!(ext.ports[0].service_port, 443);
@@ -303,4 +308,98 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}
     assert_eq!(statuses.len(), 1);
     assert_eq!(statuses[0].name, "newer");
     assert_eq!(statuses[0].conditions.len(), 2);
+}
+
+/// The VIPs (as text) of each ServiceEntry host in `yaml`.
+fn vips(yaml: &str) -> Vec<(String, Vec<String>)> {
+    let (s, _) = services(yaml);
+    s.iter()
+        .map(|svc| {
+            let ips = svc
+                .addresses
+                .iter()
+                .map(|a| match a.address.len() {
+                    4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(&a.address[..]).unwrap())
+                        .to_string(),
+                    _ => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&a.address[..]).unwrap())
+                        .to_string(),
+                })
+                .collect();
+            (svc.hostname.clone(), ips)
+        })
+        .collect()
+}
+
+#[test]
+fn auto_allocation_skips_none_resolution_wildcards_explicit_addresses_and_opt_outs() {
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: passthrough, namespace: default}
+spec: {hosts: [none.example.com], resolution: NONE}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: unset, namespace: default}
+spec: {hosts: [unset.example.com]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild, namespace: default}
+spec: {hosts: ['*.wild.example.com', named.example.com], resolution: DNS}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: explicit, namespace: default}
+spec: {hosts: [explicit.example.com], addresses: [192.0.2.1], resolution: STATIC}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: optout
+  namespace: default
+  labels: {networking.istio.io/enable-autoallocate-ip: 'false'}
+spec: {hosts: [optout.example.com], resolution: DNS}
+";
+    let got: std::collections::BTreeMap<_, _> = vips(yaml).into_iter().collect();
+    assert!(got["none.example.com"].is_empty());
+    assert!(got["unset.example.com"].is_empty(), "resolution defaults to NONE");
+    assert!(got["*.wild.example.com"].is_empty());
+    assert_eq!(got["explicit.example.com"], vec!["192.0.2.1"]);
+    assert!(got["optout.example.com"].is_empty());
+    let named = &got["named.example.com"];
+    assert!(named[0].starts_with("240.240."), "{named:?}");
+    assert!(named[1].starts_with("2001:2::"), "{named:?}");
+}
+
+#[test]
+fn auto_allocated_vips_are_the_same_on_every_run_and_the_older_entry_keeps_its_slot() {
+    // Find two hosts whose preferred slots collide.
+    let mut seen = std::collections::HashMap::new();
+    let (a, b) = (0..)
+        .find_map(|i| {
+            let host = format!("h{i}.example.com");
+            let slot = auto_allocate::preferred_slot("default", &host);
+            seen.insert(slot, host.clone()).map(|first| (first, host))
+        })
+        .unwrap();
+    let entry = |name: &str, host: &str, created: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+             metadata: {{name: {name}, namespace: default, creationTimestamp: '{created}'}}\n\
+             spec: {{hosts: [{host}], resolution: DNS}}\n"
+        )
+    };
+    // b's entry is older, so b keeps the shared slot; a moves on.
+    let yaml = format!(
+        "{}---\n{}",
+        entry("ea", &a, "2026-02-01T00:00:00Z"),
+        entry("eb", &b, "2026-01-01T00:00:00Z")
+    );
+    let first = vips(&yaml);
+    assert_eq!(first, vips(&yaml), "a second replica (or a restart) computes the same");
+    let slot = auto_allocate::preferred_slot("default", &b);
+    let of = |host: &str| first.iter().find(|(h, _)| h == host).unwrap().1[0].clone();
+    assert_eq!(of(&b), auto_allocate::slot_addresses(slot).v4.to_string());
+    assert_ne!(of(&a), of(&b));
 }

@@ -10,6 +10,7 @@
 //! read; tests propagate it and fail. Nothing is skipped silently.
 #![forbid(unsafe_code)]
 
+pub mod dns;
 mod echo;
 mod kube_harness;
 mod peers;

@@ -68,6 +68,13 @@ pub struct Config {
     pub log_filter: String,
     /// `LOG_FORMAT=json` (or `JSON_LOGS=true`): one JSON object per line.
     pub json_logs: bool,
+    /// `DNS_PROXY` (default true): serve the DNS proxy on 15053 in pods.
+    pub dns_proxy: bool,
+    /// `CLUSTER_DOMAIN` (default `cluster.local`).
+    pub cluster_domain: String,
+    /// `DNS_RESOLV_CONF` (default `/etc/resolv.conf`): where the DNS
+    /// proxy's upstream resolvers are read from.
+    pub dns_resolv_conf: PathBuf,
 }
 
 /// A variable with a value that cannot be used.
@@ -128,6 +135,12 @@ impl Config {
             readiness_address: socket("READINESS_ADDRESS", "0.0.0.0:15021")?,
             log_filter: string("RUST_LOG", "info"),
             json_logs,
+            dns_proxy: match get("DNS_PROXY") {
+                None => true,
+                value => parse_bool("DNS_PROXY", value)?,
+            },
+            cluster_domain: string("CLUSTER_DOMAIN", "cluster.local"),
+            dns_resolv_conf: path("DNS_RESOLV_CONF", "/etc/resolv.conf"),
         })
     }
 
@@ -193,6 +206,10 @@ mod tests {
         assert_eq!(c.readiness_address.to_string(), "0.0.0.0:15021");
         assert_eq!(c.log_filter, "info");
         assert!(!c.json_logs);
+        assert!(c.dns_proxy);
+        assert_eq!(c.cluster_domain, "cluster.local");
+        assert_eq!(c.dns_resolv_conf, PathBuf::from("/etc/resolv.conf"));
+        assert!(!config(&[("DNS_PROXY", "false")]).unwrap().dns_proxy);
     }
 
     #[test]
@@ -224,6 +241,7 @@ mod tests {
             ("INSTANCE_IP", "ten"),
             ("ADMIN_ADDRESS", "15000"),
             ("JSON_LOGS", "maybe"),
+            ("DNS_PROXY", "sometimes"),
         ] {
             let e = config(&[(var, value)]).unwrap_err();
             assert_eq!(e.variable, var);

@@ -6,7 +6,8 @@
 //! asking on pods' behalf (`ImpersonatedIdentity`, node token from a file)
 //! -> certificate manager + TLS contexts -> state fed by delta xDS
 //! (Address and Authorization, wildcard) -> [`PodProxies`] driven by the
-//! ZDS server, and three HTTP listeners (admin, metrics, readiness).
+//! ZDS server (with the DNS proxy on 15053 in each pod unless
+//! `DNS_PROXY=false`), and three HTTP listeners (admin, metrics, readiness).
 //!
 //! Each xDS stream opens with the node's token (`authorization: Bearer`,
 //! re-read per stream) and `clusterid`, as upstream sends them; istiod's
@@ -40,6 +41,7 @@ use pods::Pods;
 pub use setup::StartError;
 use setup::{bind, channel, load_trust, xds_metadata};
 
+use crate::dns::{self, DnsConfig, DnsMetrics, DnsServer};
 use crate::inpod::PodProxies;
 use crate::proxy::{OutboundProxy, TcpMetrics};
 use crate::state::{AddressHandler, AuthorizationHandler, StateHandle};
@@ -48,6 +50,21 @@ use crate::state::{AddressHandler, AuthorizationHandler, StateHandle};
 const ZDS_QUEUE: usize = 64;
 /// How often readiness is recomputed.
 const READINESS_POLL: Duration = Duration::from_millis(100);
+
+/// The DNS proxy, forwarding to the resolvers of `DNS_RESOLV_CONF` (none,
+/// with a warning, if it cannot be read: forwards then fail with
+/// SERVFAIL while mesh names are still answered).
+fn dns_server(config: &Config, state: &StateHandle, registry: &mut Registry) -> Arc<DnsServer> {
+    let upstreams = dns::upstreams_from_resolv_conf(&config.dns_resolv_conf).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the DNS proxy has no upstream resolvers");
+        Vec::new()
+    });
+    let dns_config =
+        DnsConfig { cluster_domain: config.cluster_domain.clone(), ..DnsConfig::new(upstreams) };
+    let metrics = Arc::new(DnsMetrics::default());
+    metrics.register(registry);
+    Arc::new(DnsServer::new(state.clone(), dns_config, metrics))
+}
 
 /// A running node proxy. See the module docs.
 #[derive(Debug)]
@@ -123,7 +140,11 @@ impl App {
             pool: Arc::new(Pool::new(H2Settings::default(), Duration::from_secs(300))),
             metrics: Arc::clone(&metrics),
         };
-        let proxies = Arc::new(PodProxies::new(outbound, H2Settings::default()));
+        let mut proxies = PodProxies::new(outbound, H2Settings::default());
+        if config.dns_proxy {
+            proxies = proxies.with_dns(dns_server(&config, &state, istio));
+        }
+        let proxies = Arc::new(proxies);
         proxies.connections().register_metrics(registry.sub_registry_with_prefix("ztunnel"));
         let pods = Arc::new(Pods::new(
             proxies,

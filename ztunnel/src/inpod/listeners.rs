@@ -22,7 +22,7 @@ use crate::proxy::{
 
 /// Runs `work` until it ends or the pod's stop signal fires (its sender is
 /// dropped).
-pub(super) fn spawn_until<F>(mut stop: watch::Receiver<()>, work: F)
+pub(crate) fn spawn_until<F>(mut stop: watch::Receiver<()>, work: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {

@@ -6,7 +6,8 @@
 //! - [`sockets`]: a socket factory per pod, a long-lived thread that has
 //!   entered the pod's namespace.
 //! - [`PodProxies`]: [`PodProxies::add`] binds 15001, 15006 and 15008 in
-//!   the pod and serves them; [`PodProxies::remove`] stops the listeners
+//!   the pod and serves them (and the DNS proxy on 15053, UDP and TCP,
+//!   when [`PodProxies::with_dns`] gave it one; see `crate::dns`); [`PodProxies::remove`] stops the listeners
 //!   and closes the pod's connections; [`PodProxies::stop_accepting`]
 //!   closes every pod's listeners but keeps open connections (a drain).
 //!
@@ -29,19 +30,23 @@ pub mod sockets;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mesh_hbone::H2Settings;
 use mesh_identity::contexts::TlsContexts;
 use mesh_model::Identity;
 use mesh_netns::Netns;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 pub use listeners::ConnectionError;
-use listeners::{PodListeners, spawn_until};
+use listeners::PodListeners;
+pub(crate) use listeners::spawn_until;
 use sockets::{PodSockets, SocketError};
 
+use crate::dns::serve::PodDns;
+use crate::dns::{Client, DNS_PORT, DnsServer, UpstreamSockets};
 use crate::proxy::outbound::{HBONE_PORT, OutboundProxy};
 use crate::proxy::{ConnectionRegistry, run_reconciler};
 
@@ -95,11 +100,31 @@ async fn until_changed(mut signal: watch::Receiver<()>, work: impl Future<Output
     }
 }
 
+/// The DNS proxy's sockets in a pod: UDP and TCP on 127.0.0.1:15053, and
+/// on [::1]:15053 when the pod has IPv6 loopback. On loopback because
+/// REDIRECT in OUTPUT sends the pod's queries there, and UDP replies must
+/// leave from that address for conntrack to restore the resolver's
+/// address as their source.
+async fn bind_dns(sockets: &PodSockets) -> Result<Vec<(UdpSocket, TcpListener)>, SocketError> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, DNS_PORT));
+    let mut out = vec![(sockets.bind_udp(v4).await?, sockets.listen(v4).await?)];
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, DNS_PORT));
+    match (sockets.bind_udp(v6).await, sockets.listen(v6).await) {
+        (Ok(udp), Ok(tcp)) => out.push((udp, tcp)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(netns = sockets.netns(), error = %e, "no IPv6 DNS listener");
+        }
+    }
+    Ok(out)
+}
+
 /// The in-pod proxies of one node, by pod uid.
 #[derive(Debug)]
 pub struct PodProxies {
     node: Arc<NodeProxy>,
     pods: Mutex<HashMap<String, Pod>>,
+    /// The DNS proxy, served on 15053 in every pod when set.
+    dns: Option<Arc<DnsServer>>,
     /// The policy reconciler, stopped when this is dropped.
     reconciler: Option<tokio::task::AbortHandle>,
 }
@@ -124,7 +149,14 @@ impl PodProxies {
             runtime.spawn(task).abort_handle()
         });
         let node = Arc::new(NodeProxy { outbound, tls, h2, connections });
-        Self { node, pods: Mutex::default(), reconciler }
+        Self { node, pods: Mutex::default(), dns: None, reconciler }
+    }
+
+    /// Also serves `dns` on 15053 (UDP and TCP) in every pod added from
+    /// now on.
+    pub fn with_dns(mut self, dns: Arc<DnsServer>) -> Self {
+        self.dns = Some(dns);
+        self
     }
 
     /// The node's open inbound connections under L4 policy.
@@ -133,8 +165,9 @@ impl PodProxies {
     }
 
     /// Starts proxying for the pod `uid` whose namespace is `netns`: binds
-    /// 15001, 15006 and 15008 there and serves them. Adding a pod again
-    /// replaces its listeners.
+    /// 15001, 15006 and 15008 there (and 15053 on loopback, UDP and TCP,
+    /// with a DNS proxy; see `bind_dns`) and serves them. Adding a pod again replaces its
+    /// listeners.
     pub async fn add(&self, uid: &str, pod: PodWorkload, netns: &Netns) -> Result<(), InpodError> {
         let sockets_error = |source| InpodError::Sockets { uid: uid.to_owned(), source };
         let sockets = PodSockets::start(netns).map_err(sockets_error)?;
@@ -142,6 +175,10 @@ impl PodProxies {
         let outbound = sockets.listen(any(OUTBOUND_PORT)).await.map_err(sockets_error)?;
         let hbone = sockets.listen(any(HBONE_PORT)).await.map_err(sockets_error)?;
         let plaintext = sockets.listen(any(INBOUND_PLAINTEXT_PORT)).await.map_err(sockets_error)?;
+        let dns_sockets = match &self.dns {
+            Some(_) => bind_dns(&sockets).await.map_err(sockets_error)?,
+            None => Vec::new(),
+        };
         let (stop_tx, stop) = watch::channel(());
         let (accepting_tx, accepting) = watch::channel(());
         // Fetch the pod's certificate now rather than on its first
@@ -154,6 +191,20 @@ impl PodProxies {
                 tracing::warn!(pod = pod_uid, %identity, error = %e, "prefetching the certificate");
             }
         });
+        if let Some(server) = &self.dns {
+            let client = Client {
+                workload_uid: pod.uid.clone(),
+                namespace: pod.identity.namespace().to_owned(),
+                sockets: UpstreamSockets::pod(sockets.clone()),
+            };
+            let dns = Arc::new(PodDns { server: Arc::clone(server), client, stop: stop.clone() });
+            for (udp, tcp) in dns_sockets {
+                let udp = Arc::clone(&dns).udp(udp);
+                spawn_until(stop.clone(), until_changed(accepting.clone(), udp));
+                let tcp = Arc::clone(&dns).tcp(tcp);
+                spawn_until(stop.clone(), until_changed(accepting.clone(), tcp));
+            }
+        }
         let listeners = Arc::new(PodListeners {
             node: Arc::clone(&self.node),
             pod,

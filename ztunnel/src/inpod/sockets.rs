@@ -14,7 +14,7 @@ use std::sync::mpsc;
 
 use mesh_netns::Netns;
 use mesh_netns::socket::{PROXY_MARK, bind_reusable, set_mark, set_transparent};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -95,6 +95,25 @@ impl PodSockets {
         TcpListener::from_std(listener).map_err(bind_error)
     }
 
+    /// A UDP socket bound to `addr` in the pod (`SO_REUSEADDR`,
+    /// `SO_REUSEPORT`, like the TCP listeners).
+    pub async fn bind_udp(&self, addr: SocketAddr) -> Result<UdpSocket, SocketError> {
+        let bind_error = |source| SocketError::Bind { addr, netns: self.netns.clone(), source };
+        let socket = self.run(move || reusable_udp(addr)).await?.map_err(bind_error)?;
+        UdpSocket::from_std(socket).map_err(bind_error)
+    }
+
+    /// A UDP socket in the pod with the proxy's mark (so the pod's DNS
+    /// capture lets it through), connected to `target`.
+    pub async fn connect_udp(&self, target: SocketAddr) -> Result<UdpSocket, SocketError> {
+        let connect_error =
+            |source| SocketError::Connect { target, netns: self.netns.clone(), source };
+        let socket = self.run(move || marked_udp(target)).await?.map_err(connect_error)?;
+        let socket = UdpSocket::from_std(socket).map_err(connect_error)?;
+        socket.connect(target).await.map_err(connect_error)?;
+        Ok(socket)
+    }
+
     /// Connects to `target` from the pod with the proxy's mark (so the
     /// pod's capture rules let it through). With `source`, the socket is
     /// transparent and bound to that address (port chosen by the kernel),
@@ -132,4 +151,44 @@ fn marked_socket(target: SocketAddr, source: Option<IpAddr>) -> io::Result<std::
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     Ok(socket.into())
+}
+
+/// A UDP socket of `addr`'s family.
+fn udp_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+}
+
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEADDR` and
+/// `SO_REUSEPORT`.
+fn reusable_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = udp_socket(addr)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A non-blocking, marked UDP socket for `target`'s family, bound to an
+/// ephemeral port.
+fn marked_udp(target: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = udp_socket(target)?;
+    set_mark(&socket, PROXY_MARK)?;
+    let any = SocketAddr::new(unspecified(target), 0);
+    socket.bind(&any.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// The unspecified address of `target`'s family.
+pub(crate) fn unspecified(target: SocketAddr) -> IpAddr {
+    if target.is_ipv6() {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    }
 }

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use mesh_model::{GatewayAddress, Identity, NamespacedHostname, Service, Workload};
+use mesh_model::{GatewayAddress, Identity, NamespacedHostname, Service, Workload, WorkloadStatus};
 
 use super::ProxyState;
 
@@ -42,6 +42,30 @@ impl ProxyState {
 
     pub fn service_by_key(&self, key: &NamespacedHostname) -> Option<Arc<Service>> {
         self.services.get(key).cloned()
+    }
+
+    /// The services whose hostname is `host` (compared case-insensitively),
+    /// one per namespace defining it, ordered by namespace.
+    pub fn services_by_hostname(&self, host: &str) -> Vec<Arc<Service>> {
+        self.services_by_host
+            .get(&host.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.services.get(key).cloned())
+            .collect()
+    }
+
+    /// Addresses of the ready (healthy) workloads backing the service `key`,
+    /// in uid order: what a headless service's name resolves to.
+    pub fn ready_endpoint_addresses(&self, key: &NamespacedHostname) -> Vec<IpAddr> {
+        self.endpoints
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.workloads.get(uid))
+            .filter(|w| w.status == WorkloadStatus::Healthy)
+            .flat_map(|w| w.addresses.iter().copied())
+            .collect()
     }
 
     /// The service with VIP `ip` on `network`: an exact VIP first, else the
@@ -122,6 +146,25 @@ mod tests {
         ));
         assert_eq!(s.resolve_destination("", addr("1.1.1.1")), Destination::Unknown);
         assert_eq!(s.resolve_destination("other-net", addr("10.0.0.1")), Destination::Unknown);
+    }
+
+    #[test]
+    fn services_by_hostname_ignores_case_and_follows_removal() {
+        let mut s = state();
+        assert_eq!(s.services_by_hostname("SVC.ns.svc.Cluster.Local").len(), 1);
+        assert!(s.remove_address("ns/svc.ns.svc.cluster.local"));
+        assert!(s.services_by_hostname("svc.ns.svc.cluster.local").is_empty());
+    }
+
+    #[test]
+    fn ready_endpoints_skip_unhealthy_workloads() {
+        let mut s = ProxyState::default();
+        insert_workload(&mut s, endpoint_of("w1", "10.0.0.1", "db", 80, None));
+        let mut down = endpoint_of("w2", "10.0.0.2", "db", 80, None);
+        down.status = WorkloadStatus::Unhealthy;
+        insert_workload(&mut s, down);
+        let key = service("db", &[]).key();
+        assert_eq!(s.ready_endpoint_addresses(&key), vec![ip("10.0.0.1")]);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct ProxyState {
     workloads: HashMap<String, Arc<Workload>>,
     workloads_by_ip: HashMap<NetworkIp, String>,
     services: HashMap<NamespacedHostname, Arc<Service>>,
+    /// Lowercased hostname -> keys of the services with that hostname (a
+    /// ServiceEntry host may be defined in several namespaces); for DNS.
+    services_by_host: HashMap<String, BTreeSet<NamespacedHostname>>,
     /// Single-address VIPs.
     services_by_vip: HashMap<NetworkIp, NamespacedHostname>,
     /// VIPs that are ranges (a `NetworkAddress` with a length); scanned

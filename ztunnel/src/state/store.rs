@@ -77,6 +77,10 @@ impl ProxyState {
                 self.service_ranges.push((a.network.clone(), a.prefix, key.clone()));
             }
         }
+        self.services_by_host
+            .entry(service.hostname.to_ascii_lowercase())
+            .or_default()
+            .insert(key.clone());
         self.services.insert(key, service);
     }
 
@@ -91,6 +95,13 @@ impl ProxyState {
             }
         }
         self.service_ranges.retain(|(_, _, owner)| owner != key);
+        let host = old.hostname.to_ascii_lowercase();
+        if let Some(keys) = self.services_by_host.get_mut(&host) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.services_by_host.remove(&host);
+            }
+        }
         true
     }
 

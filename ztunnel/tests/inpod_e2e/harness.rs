@@ -7,6 +7,8 @@
 //! also has the service `server.default.svc` with VIP [`SERVICE_VIP`], port
 //! 80 -> 8080 on the server pod, and the waypoint's workload and service
 //! (port 15008); [`Mesh::use_waypoint`] puts the server pod behind it.
+//! Each node's ztunnel serves the DNS proxy in its pods, forwarding to port
+//! 53 of node a's address (where a DNS test runs its upstream resolver).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -26,6 +28,7 @@ use mesh_netns::{NodeSpec, PodHandle, PodSpec, Topology, require_root};
 use mesh_proto::workload as pb;
 use mesh_test_support::{LeafSpec, TestCa};
 use prometheus_client::registry::Registry;
+use ztunnel::dns::{DnsConfig, DnsMetrics, DnsServer};
 use ztunnel::inpod::{PodProxies, PodWorkload};
 use ztunnel::proxy::{HbonePool, OutboundProxy, TcpMetrics};
 use ztunnel::state::StateHandle;
@@ -56,7 +59,7 @@ pub(crate) fn uid(name: &str) -> String {
     format!("Kubernetes//Pod/default/{name}")
 }
 
-fn workload(pod: &PodHandle) -> pb::Workload {
+pub(crate) fn workload(pod: &PodHandle) -> pb::Workload {
     let name = pod.name.clone();
     pb::Workload {
         uid: uid(&name),
@@ -88,7 +91,7 @@ fn service(name: &str, host: &str, vip: Ipv4Addr, port: pb::Port) -> pb::address
     })
 }
 
-fn port(service_port: u16, target_port: u16) -> pb::Port {
+pub(crate) fn port(service_port: u16, target_port: u16) -> pb::Port {
     pb::Port {
         service_port: u32::from(service_port),
         target_port: u32::from(target_port),
@@ -97,7 +100,7 @@ fn port(service_port: u16, target_port: u16) -> pb::Port {
 }
 
 /// The server pod's workload, behind the waypoint or not.
-fn server_workload(pod: &PodHandle, behind_waypoint: bool) -> pb::Workload {
+pub(crate) fn server_workload(pod: &PodHandle, behind_waypoint: bool) -> pb::Workload {
     let mut server = workload(pod);
     server.services.insert(
         format!("default/{SERVICE_HOST}"),
@@ -115,7 +118,7 @@ fn server_workload(pod: &PodHandle, behind_waypoint: bool) -> pb::Workload {
     server
 }
 
-fn insert(state: &StateHandle, name: &str, address: pb::address::Type) {
+pub(crate) fn insert(state: &StateHandle, name: &str, address: pb::address::Type) {
     let address = mesh_model::Address::try_from(pb::Address { r#type: Some(address) }).unwrap();
     state.write(|s| s.insert_address(name, address)).unwrap();
 }
@@ -129,7 +132,8 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    fn new(ca: &Arc<TestCa>, pods: [&PodHandle; 3]) -> Self {
+    /// `dns_upstream`: where the node's DNS proxy forwards.
+    fn new(ca: &Arc<TestCa>, pods: [&PodHandle; 3], dns_upstream: SocketAddr) -> Self {
         let [client, server, waypoint] = pods;
         let state = StateHandle::default();
         insert(&state, &uid("client"), pb::address::Type::Workload(workload(client)));
@@ -163,12 +167,31 @@ impl Node {
             pool: Arc::clone(&pool),
             metrics,
         };
-        Self { proxies: PodProxies::new(outbound, H2Settings::default()), pool, state, registry }
+        let dns_metrics = Arc::new(DnsMetrics::default());
+        dns_metrics.register(&mut registry);
+        let dns_config = DnsConfig {
+            upstream_timeout: Duration::from_secs(2),
+            ..DnsConfig::new(vec![dns_upstream])
+        };
+        let dns = Arc::new(DnsServer::new(state.clone(), dns_config, dns_metrics));
+        let proxies = PodProxies::new(outbound, H2Settings::default()).with_dns(dns);
+        Self { proxies, pool, state, registry }
     }
 
     async fn enroll(&self, pod: &PodHandle, spiffe: &str, backend: Backend) {
+        self.enroll_with(pod, spiffe, backend, &CaptureConfig::default()).await;
+    }
+
+    /// Applies `capture` in the pod and starts its proxies.
+    pub(crate) async fn enroll_with(
+        &self,
+        pod: &PodHandle,
+        spiffe: &str,
+        backend: Backend,
+        capture: &CaptureConfig,
+    ) {
         let netns = pod.netns().unwrap();
-        backend.apply(&netns, &CaptureConfig::default()).unwrap();
+        backend.apply(&netns, capture).unwrap();
         let workload = PodWorkload { uid: uid(&pod.name), identity: spiffe.parse().unwrap() };
         self.proxies.add(&uid(&pod.name), workload, &netns).await.unwrap();
     }
@@ -258,8 +281,9 @@ pub(crate) async fn mesh_with(prefix: &str, backend: Backend) -> Mesh {
     let (client, server, legacy, outside, waypoint) =
         (get("client"), get("server"), get("legacy"), get("outside"), get("waypoint"));
     let ca = Arc::new(TestCa::root("mesh e2e").unwrap());
-    let a = Node::new(&ca, [&client, &server, &waypoint]);
-    let b = Node::new(&ca, [&client, &server, &waypoint]);
+    let dns_upstream = SocketAddr::from((topology.node("a").unwrap().ip, 53));
+    let a = Node::new(&ca, [&client, &server, &waypoint], dns_upstream);
+    let b = Node::new(&ca, [&client, &server, &waypoint], dns_upstream);
     a.enroll(&client, CLIENT_ID, backend).await;
     b.enroll(&server, SERVER_ID, backend).await;
     Mesh { topology, ca, waypoint, client, server, legacy, outside, a, b }

@@ -12,6 +12,7 @@
     reason = "test code"
 )]
 
+mod dns;
 mod harness;
 mod policy_change;
 mod waypoint;
