@@ -88,11 +88,16 @@ impl Driver {
                         None => return,
                     };
                     let type_url = request.type_url.clone();
-                    if !self.on_request(request).await {
-                        return;
-                    }
-                    if !self.push(Some(&type_url), None).await {
-                        return;
+                    match self.on_request(request).await {
+                        None => return,
+                        // ACKs and NACKs need no answer: what changed since
+                        // is pushed by the change tick anyway.
+                        Some(RequestOutcome::SubscriptionChanged) => {
+                            if !self.push(Some(&type_url), None).await {
+                                return;
+                            }
+                        }
+                        Some(_) => {}
                     }
                 }
                 changed = changes.changed() => {
@@ -110,8 +115,8 @@ impl Driver {
         }
     }
 
-    /// Records a request; `false` ends the stream.
-    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> bool {
+    /// Records a request; `None` ends the stream.
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Option<RequestOutcome> {
         let type_url = request.type_url.clone();
         let outcome = lock(&self.guard.session).on_request(request);
         match outcome {
@@ -121,12 +126,12 @@ impl Driver {
                 if let Some(m) = self.guard_metrics() {
                     m.rejected(&type_url);
                 }
-                true
+                Some(RequestOutcome::Nack { message })
             }
-            Ok(_) => true,
+            Ok(outcome) => Some(outcome),
             Err(e) => {
                 let _ = self.tx.send(Err(Status::invalid_argument(e.to_string()))).await;
-                false
+                None
             }
         }
     }
