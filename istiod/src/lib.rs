@@ -1,12 +1,14 @@
 //! istiod, the control plane.
 //!
-//! Built so far: the certificate authority ([`ca`]), which signs workload
-//! certificates over `istio.v1.auth.IstioCertificateService`, and the
-//! translation layer ([`translate`]), which turns Kubernetes and Istio
-//! objects into `istio.workload.Address` and `istio.security.Authorization`
-//! resources, and [`xds`], which serves the latest translation over delta
-//! ADS. Planned (see `ARCHITECTURE.md`): watching Kubernetes or a local
-//! directory, per-proxy scoping, waypoint resources, and the binary.
+//! - [`source`]: where objects come from (Kubernetes watchers, or a local
+//!   directory of YAML), as one stream of events.
+//! - [`engine`]: applies those events and recomputes only what they touch,
+//!   through [`translate`] (objects -> `istio.workload.Address` and
+//!   `istio.security.Authorization`, plus status conditions).
+//! - [`xds`]: the served resources and delta ADS.
+//! - [`ca`]: `istio.v1.auth.IstioCertificateService`.
+//! - [`status`]: conditions written back under leader election.
+//! - [`app`]: the process wiring them together, and its monitoring port.
 #![forbid(unsafe_code)]
 
 pub mod app;

@@ -84,8 +84,8 @@ pub fn service_hostname(cfg: &Config, namespace: &str, name: &str) -> String {
     format!("{name}.{namespace}.svc.{}", cfg.domain_suffix)
 }
 
-/// The cluster IPs of a Service, or `None` when it has none (headless,
-/// ExternalName, not yet allocated).
+/// The cluster IPs of a Service: empty for a headless one, `None` when it
+/// gets no Service resource (ExternalName, ClusterIP not yet allocated).
 fn cluster_ips(svc: &KubeService) -> Option<Vec<IpAddr>> {
     let spec = svc.spec.as_ref()?;
     if spec.type_.as_deref() == Some("ExternalName") {
@@ -96,11 +96,17 @@ fn cluster_ips(svc: &KubeService) -> Option<Vec<IpAddr>> {
         Some(ips) if !ips.is_empty() => ips.iter().collect(),
         _ => spec.cluster_ip.iter().collect(),
     };
+    // Headless: a Service without a VIP, whose name resolves to its
+    // endpoints (ztunnel's DNS proxy answers with the workloads' IPs).
+    if listed.first().is_some_and(|ip| ip.as_str() == "None") {
+        return Some(Vec::new());
+    }
     let ips: Vec<IpAddr> = listed.into_iter().filter_map(|ip| ip.parse().ok()).collect();
     (!ips.is_empty()).then_some(ips)
 }
 
-/// One Kubernetes Service, or `None` without a ClusterIP.
+/// One Kubernetes Service (headless ones without addresses), or `None`
+/// for ExternalName Services and ClusterIPs not yet allocated.
 ///
 /// Reads: the Service and its Namespace (waypoint).
 /// A Service port's number if it is a valid TCP port (1-65535). The same

@@ -88,7 +88,7 @@ fn traffic_distribution_annotation_and_no_distribution() {
 }
 
 #[test]
-fn services_without_cluster_ip_are_skipped() {
+fn headless_services_have_no_addresses_and_external_names_are_skipped() {
     let yaml = "
 apiVersion: v1
 kind: Service
@@ -99,8 +99,17 @@ apiVersion: v1
 kind: Service
 metadata: {name: ext, namespace: default}
 spec: {type: ExternalName, externalName: example.com}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pending, namespace: default}
+spec: {clusterIP: '', ports: [{port: 80}]}
 ";
-    assert!(services(yaml).0.is_empty());
+    let (got, _) = services(yaml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].hostname, "headless.default.svc.cluster.local");
+    assert!(got[0].addresses.is_empty());
+    assert_eq!(got[0].ports[0].service_port, 80);
 }
 
 #[test]

@@ -140,7 +140,9 @@ spec:
 #[test]
 fn services_map_resolves_target_ports_per_pod() {
     let w = one(&format!("{SERVICES}---\n{}", pod("web-1", "app: web", "10.0.0.1")));
-    assert_eq!(w.services.len(), 1, "{:?}", w.services);
+    // The headless Service lists the pod too (its DNS name resolves to it).
+    assert_eq!(w.services.len(), 2, "{:?}", w.services);
+    assert!(w.services.contains_key("default/headless.default.svc.cluster.local"));
     let ports = &w.services["default/web.default.svc.cluster.local"].ports;
     let got: Vec<(u32, u32)> =
         ports.iter().map(|p: &Port| (p.service_port, p.target_port)).collect();

@@ -1,12 +1,12 @@
 //! Serving translated configuration over delta ADS.
 //!
-//! [`ConfigStore`] holds the latest translation as one resource view per
-//! type URL, each resource versioned by a hash of its encoding and aliased
-//! by `<network>/<ip>` so proxies can subscribe on demand by address.
-//! Publishing a new translation swaps the views and ticks a watch channel;
+//! [`ConfigStore`] holds the served resources by type URL, updated in place
+//! with [`TypeChanges`] and remembering which names each generation touched;
 //! every connected proxy's stream driver (`mesh_xds::server::serve`) then
 //! sends that proxy only what changed for it. [`AdsService`] is the gRPC
-//! service (delta only: mesh proxies do not use state-of-the-world).
+//! service (delta only: mesh proxies do not use state-of-the-world); on the
+//! TLS port it authenticates each stream's bearer token with the CA's
+//! authenticator before opening it.
 
 mod store;
 
