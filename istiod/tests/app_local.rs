@@ -259,3 +259,74 @@ async fn the_tls_port_serves_xds_only_to_authenticated_proxies() {
     })
     .await;
 }
+
+/// Many pods, so one response exceeds a small HTTP/2 receive window.
+fn many_pods(count: usize) -> String {
+    let mut out = String::new();
+    for i in 0..count {
+        out.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: bulk-{i}, namespace: demo, labels: {{app: bulk}}}}\n\
+             spec: {{nodeName: node-a, containers: [{{name: c}}]}}\n\
+             status: {{phase: Running, podIP: 10.250.{}.{}, podIPs: [{{ip: 10.250.{}.{}}}]}}\n",
+            i / 250,
+            i % 250 + 1,
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_stops_reading_does_not_hold_back_the_others() {
+    let local = start().await;
+    std::fs::write(local.config_dir.join("bulk.yaml"), many_pods(2000)).unwrap();
+    let address = local.app.plaintext_address.unwrap();
+
+    // A proxy with a 64 KiB window that never reads its responses.
+    let slow_channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect_lazy();
+    let (requests, rx) = tokio::sync::mpsc::channel(4);
+    requests
+        .send(DeltaDiscoveryRequest {
+            type_url: type_url::ADDRESS.to_owned(),
+            node: Some(node("ztunnel~stuck")),
+            resource_names_subscribe: vec!["*".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut raw = AggregatedDiscoveryServiceClient::new(slow_channel);
+    let _stuck = raw
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+
+    let proxy = subscribe(plaintext_channel(address), "ztunnel~fast", None);
+    eventually("the bulk pods at the fast proxy", || proxy.addresses.names().len() == 2003).await;
+
+    // Changes keep reaching the fast proxy while the stuck one is blocked.
+    for round in 0..6 {
+        edit(&local, "bulk.yaml", |t| {
+            t.replace(&format!("name: bulk-{round},"), &format!("name: moved-{round},"))
+        });
+        let moved = format!("Kubernetes//Pod/demo/moved-{round}");
+        eventually("a change at the fast proxy", || proxy.addresses.names().contains(&moved)).await;
+    }
+    // The stuck stream's driver waits on its transport instead of queueing
+    // responses: the latest changes were never computed for it.
+    let dump =
+        get_json(local.app.monitoring_address, "/debug/config_dump?proxyID=ztunnel%7Estuck").await;
+    let sent = &dump["resources"]["istio.workload.Address"];
+    assert!(sent.is_object(), "{dump}");
+    assert!(sent.get("Kubernetes//Pod/demo/moved-5").is_none(), "stuck proxy was sent the latest");
+    let fast =
+        get_json(local.app.monitoring_address, "/debug/config_dump?proxyID=ztunnel%7Efast").await;
+    assert!(
+        fast["resources"]["istio.workload.Address"]["Kubernetes//Pod/demo/moved-5"].is_string()
+    );
+    drop(requests);
+}
