@@ -6,7 +6,7 @@
 //!   through [`translate`] (objects -> `istio.workload.Address` and
 //!   `istio.security.Authorization`, plus status conditions).
 //! - [`xds`]: the served resources and delta ADS.
-//! - [`ca`]: `istio.v1.auth.IstioCertificateService`.
+//! - [`ca`]: the `istio.v1.auth.IstioCertificateService` CA.
 //! - [`status`]: conditions written back under leader election.
 //! - [`app`]: the process wiring them together, and its monitoring port.
 #![forbid(unsafe_code)]
