@@ -12,6 +12,7 @@
     reason = "test code"
 )]
 
+mod cni_agent;
 mod harness;
 mod policy_change;
 mod waypoint;
