@@ -12,6 +12,7 @@
 
 mod echo;
 mod kube_harness;
+pub mod kube_objects;
 mod peers;
 mod pki;
 mod process;
