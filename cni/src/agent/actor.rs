@@ -16,6 +16,9 @@ use super::{AgentConfig, PluginCall, PodState, PodStatus, StatusMap, procfs};
 use crate::report::{PluginReply, PluginRequest, SandboxReport};
 use crate::zds::{WorkloadInfo, ZdsClient, ZdsError};
 
+#[path = "actor_waiters.rs"]
+mod waiters;
+
 /// How often a pod without a known netns is looked for in `/proc`.
 const SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -31,6 +34,8 @@ struct Entry {
     next_scan: Option<Instant>,
     /// The source deleted it: forget it once Outside.
     gone: bool,
+    /// Looked for rules left by an earlier agent run (once per entry).
+    leftovers_checked: bool,
     error: Option<String>,
 }
 
@@ -110,6 +115,7 @@ impl Actor {
                         found: None,
                         next_scan: None,
                         gone: false,
+                        leftovers_checked: false,
                         error: None,
                     };
                     self.pods.insert(pod.uid, entry);
@@ -194,12 +200,56 @@ impl Actor {
         if self.synced {
             self.ensure_zds().await;
         }
+        if self.zds.is_some() {
+            // ztunnel has acked a snapshot: it serves none of the pods
+            // this agent does not want, so their leftover rules can go.
+            self.remove_leftovers().await;
+        }
         for uid in &uids {
             self.step_zds(uid).await;
         }
         self.pods.retain(|_, e| !(e.gone && e.state == PodState::Outside));
         self.answer_waiters();
         self.publish();
+    }
+
+    /// Removes rules an earlier run of the agent left in pods that are no
+    /// longer enrolled (relabelled while the agent was down).
+    async fn remove_leftovers(&mut self) {
+        let unchecked: Vec<(String, PathBuf)> = self
+            .pods
+            .iter()
+            .filter(|(_, e)| e.state == PodState::Outside && !e.leftovers_checked)
+            .filter(|(_, e)| self.wanted(e).is_none())
+            .filter_map(|(uid, e)| Some((uid.clone(), self.effective(e).1?)))
+            .collect();
+        let (backend, capture) = (self.cfg.backend, self.cfg.capture.clone());
+        for (uid, path) in unchecked {
+            let capture = capture.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                let netns = Netns::open(&path).map_err(|e| e.to_string())?;
+                let found = backend.installed(&netns).map_err(|e| e.to_string())?;
+                if found {
+                    backend.remove(&netns, &capture).map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(found)
+            })
+            .await;
+            let Some(entry) = self.pods.get_mut(&uid) else { continue };
+            entry.leftovers_checked = true;
+            match removed {
+                Ok(Ok(true)) => {
+                    tracing::info!(pod = entry.pod.key(), "removed leftover capture rules")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(pod = entry.pod.key(), error = %e, "checking for leftover rules")
+                }
+                Err(e) => {
+                    tracing::warn!(pod = entry.pod.key(), error = %e, "leftover check failed")
+                }
+            }
+        }
     }
 
     /// Looks in `/proc` for the netns of pods that want in but have none.
@@ -381,53 +431,6 @@ impl Actor {
         }
         entry.state = PodState::Outside;
         entry.error = None;
-    }
-
-    fn answer_waiters(&mut self) {
-        let now = Instant::now();
-        let waiters = std::mem::take(&mut self.waiters);
-        for waiter in waiters {
-            match self.verdict(&waiter.report, now >= waiter.deadline) {
-                Some(reply) => {
-                    tracing::info!(pod = %format!("{}/{}", waiter.report.namespace, waiter.report.name), ?reply, "answering the cni plugin");
-                    let _ = waiter.reply.send(reply);
-                }
-                None if waiter.reply.is_closed() => {}
-                None => self.waiters.push(waiter),
-            }
-        }
-    }
-
-    /// The answer to a plugin ADD, or `None` to keep it waiting.
-    fn verdict(&self, report: &SandboxReport, expired: bool) -> Option<PluginReply> {
-        let entry = self.pods.values().find(|e| {
-            e.pod.namespace == report.namespace
-                && e.pod.name == report.name
-                && report.uid.as_ref().is_none_or(|u| *u == e.pod.uid)
-        });
-        let decided = entry.map(|e| (e, self.effective(e).0));
-        match decided {
-            Some((e, pod)) if self.synced || e.state != PodState::Outside => {
-                if self.decide(&pod) != Enrolment::Enrolled {
-                    return Some(PluginReply::NotMesh);
-                }
-                let this_sandbox = e.netns.as_ref().map(|(p, _)| p) == report.netns.as_ref();
-                if e.state == PodState::Enrolled && this_sandbox {
-                    return Some(PluginReply::Enrolled);
-                }
-                expired.then(|| PluginReply::Failed {
-                    message: e.error.clone().unwrap_or_else(|| {
-                        format!("pod {} not enrolled in time ({:?})", pod.key(), e.state)
-                    }),
-                })
-            }
-            _ => expired.then(|| PluginReply::Failed {
-                message: format!(
-                    "pod {}/{} is not known to the node agent",
-                    report.namespace, report.name
-                ),
-            }),
-        }
     }
 
     fn publish(&self) {

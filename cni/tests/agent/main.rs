@@ -308,4 +308,20 @@ async fn restarted_agent_readopts_pods_without_duplicating_rules() {
     let saved = iptables::save(&app.netns().unwrap()).unwrap();
     assert_eq!(saved.matches("-A OUTPUT -j MESH_OUTPUT").count(), 3, "mangle, nat, raw: {saved}");
     assert_eq!(saved.matches("--to-ports 15001").count(), 1, "{saved}");
+
+    // Relabelled while no agent ran: the next agent leaves it out of the
+    // snapshot, and once ztunnel acked that, removes the leftover rules.
+    let (agent, pods) = agent(dir.path(), Backend::Iptables).await;
+    pods.set_namespace("default", mode("none")).await.unwrap();
+    pods.upsert_pod(pod_info(&app, true)).await.unwrap();
+    pods.synced().await.unwrap();
+    assert_eq!(ztunnel.snapshot().await, Vec::<String>::new());
+    for _ in 0..100 {
+        if !installed(&app, Backend::Iptables) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    no_mesh_rules(&app);
+    assert_eq!(agent.state("uid-app"), Some(PodState::Outside));
 }
