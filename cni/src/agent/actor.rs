@@ -2,7 +2,7 @@
 //! plugin calls waiting for a verdict. Every input is applied, then
 //! [`Actor::reconcile`] moves each pod toward what it should be.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -54,6 +54,9 @@ pub(super) struct Actor {
     namespaces: HashMap<String, Labels>,
     /// Plugin reports by `namespace/name`: the sandbox's netns and IPs.
     reports: HashMap<String, SandboxReport>,
+    /// Pods (`namespace/name`) whose sandbox the plugin's DEL removed and
+    /// no ADD has replaced yet: not enrolled, not looked for in `/proc`.
+    sandbox_gone: HashSet<String>,
     synced: bool,
     zds: Option<ZdsClient>,
     waiters: Vec<Waiter>,
@@ -67,6 +70,7 @@ impl Actor {
             pods: BTreeMap::new(),
             namespaces: HashMap::new(),
             reports: HashMap::new(),
+            sandbox_gone: HashSet::new(),
             synced: false,
             zds: None,
             waiters: Vec::new(),
@@ -140,6 +144,7 @@ impl Actor {
         match call.request {
             PluginRequest::Add(report) => {
                 let key = format!("{}/{}", report.namespace, report.name);
+                self.sandbox_gone.remove(&key);
                 self.reports.insert(key, report.clone());
                 let deadline = Instant::now() + self.cfg.plugin_timeout;
                 self.waiters.push(Waiter { report, reply: call.reply, deadline });
@@ -148,11 +153,15 @@ impl Actor {
                 // The sandbox is going: without its netns the pod is no
                 // longer enrolled (reconcile un-enrols it).
                 let key = format!("{}/{}", report.namespace, report.name);
-                let same = self.reports.get(&key).is_some_and(|r| {
+                let current = self.reports.get(&key).is_none_or(|r| {
                     r.container_id == report.container_id || report.container_id.is_empty()
                 });
-                if same {
+                if current {
                     self.reports.remove(&key);
+                    for entry in self.pods.values_mut().filter(|e| e.pod.key() == key) {
+                        entry.found = None;
+                    }
+                    self.sandbox_gone.insert(key);
                 }
                 let _ = call.reply.send(PluginReply::Done);
             }
@@ -167,10 +176,11 @@ impl Actor {
         if let Some(report) = report.filter(|_| pod.ips.is_empty()) {
             pod.ips.clone_from(&report.ips);
         }
-        let netns = report
-            .and_then(|r| r.netns.clone())
-            .or_else(|| pod.netns.clone())
-            .or_else(|| entry.found.clone());
+        let netns = match report {
+            Some(r) => r.netns.clone().or_else(|| pod.netns.clone()),
+            None if self.sandbox_gone.contains(&pod.key()) => None,
+            None => pod.netns.clone().or_else(|| entry.found.clone()),
+        };
         (pod, netns)
     }
 
@@ -264,7 +274,8 @@ impl Actor {
             .filter(|(_, e)| e.next_scan.is_none_or(|t| t <= now))
             .filter(|(_, e)| {
                 let (pod, netns) = self.effective(e);
-                netns.is_none() && !e.gone && self.decide(&pod) == Enrolment::Enrolled
+                let looking = netns.is_none() && !e.gone && !self.sandbox_gone.contains(&pod.key());
+                looking && self.decide(&pod) == Enrolment::Enrolled
             })
             .map(|(uid, _)| uid.clone())
             .collect();
