@@ -34,6 +34,9 @@ struct Entry {
     next_scan: Option<Instant>,
     /// The source deleted it: forget it once Outside.
     gone: bool,
+    /// When ztunnel confirmed it let the pod go (Removing only); the rules
+    /// go `release_grace` later.
+    released: Option<Instant>,
     /// Looked for rules left by an earlier agent run (once per entry).
     leftovers_checked: bool,
     error: Option<String>,
@@ -119,6 +122,7 @@ impl Actor {
                         found: None,
                         next_scan: None,
                         gone: false,
+                        released: None,
                         leftovers_checked: false,
                         error: None,
                     };
@@ -352,7 +356,7 @@ impl Actor {
         // ztunnel dropped every pod the snapshot did not name: the leaving
         // ones are released.
         for uid in self.uids_in(|s| s == PodState::Removing) {
-            self.remove_rules(&uid).await;
+            self.released(&uid);
         }
         self.zds = Some(client);
     }
@@ -392,21 +396,38 @@ impl Actor {
         }
     }
 
+    /// ztunnel let go of `uid`: its rules go after the grace period.
+    fn released(&mut self, uid: &str) {
+        if let Some(entry) = self.pods.get_mut(uid) {
+            entry.released.get_or_insert_with(Instant::now);
+        }
+    }
+
     /// Hands Pending pods to ztunnel and takes Removing ones back.
     async fn step_zds(&mut self, uid: &str) {
-        let Some(state) = self.pods.get(uid).map(|e| e.state) else { return };
+        let Some(entry) = self.pods.get(uid) else { return };
+        let (state, released) = (entry.state, entry.released);
+        if let Some(at) = released {
+            // Removing rules drops the NAT bindings of connections they
+            // redirected (see ARCHITECTURE.md): give ztunnel's closing of
+            // the pod's sockets time to reach the pod first.
+            if at.elapsed() >= self.cfg.release_grace {
+                self.remove_rules(uid).await;
+            }
+            return;
+        }
         let Some(mut client) = self.zds.take() else { return };
         let alive = match state {
             PodState::Pending => self.add(&mut client, uid).await,
             PodState::Removing => match client.del(uid).await {
                 Ok(()) => {
-                    self.remove_rules(uid).await;
+                    self.released(uid);
                     true
                 }
                 Err(ZdsError::Rejected(why)) => {
                     // ztunnel does not serve it: nothing of it to leak.
                     tracing::warn!(pod = uid, error = %why, "ztunnel refused DelWorkload");
-                    self.remove_rules(uid).await;
+                    self.released(uid);
                     true
                 }
                 Err(e) => {
@@ -441,6 +462,7 @@ impl Actor {
             }
         }
         entry.state = PodState::Outside;
+        entry.released = None;
         entry.error = None;
     }
 

@@ -59,6 +59,10 @@ pub struct AgentConfig {
     /// How often the agent checks the ztunnel connection and retries what
     /// failed.
     pub tick: Duration,
+    /// How long the rules stay after ztunnel let a pod go, so that the
+    /// closing of its connections reaches the pod before the redirects (and
+    /// with them the NAT bindings of those connections) disappear.
+    pub release_grace: Duration,
     /// How long a plugin's ADD may wait for enrolment.
     pub plugin_timeout: Duration,
     /// Look for the netns of pods the plugin never reported (pods that
@@ -76,6 +80,7 @@ impl AgentConfig {
             capture: CaptureConfig::default(),
             zds_timeout: crate::zds::agent::DEFAULT_TIMEOUT,
             tick: Duration::from_millis(500),
+            release_grace: Duration::from_millis(500),
             plugin_timeout: Duration::from_secs(30),
             scan_proc: false,
         }
