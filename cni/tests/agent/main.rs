@@ -169,6 +169,48 @@ async fn plugin_add_fails_closed_without_an_agent() {
     assert!(out.status.success());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_passes_non_mesh_pods_and_fails_when_ztunnel_never_acks() {
+    let topology = topology(&prefix("cp"), &["plain", "stuck"]);
+    let plain = topology.pod("default", "plain").unwrap().clone();
+    let stuck = topology.pod("default", "stuck").unwrap().clone();
+    let dir = tempfile::tempdir().unwrap();
+    // No ztunnel at all, and a short verdict deadline.
+    let mut config = mesh_cni::agent::AgentConfig::new(dir.path().join("ztunnel.sock"));
+    config.cni_socket = Some(dir.path().join("cni.sock"));
+    config.tick = Duration::from_millis(100);
+    config.plugin_timeout = Duration::from_secs(1);
+    let (source, pods) = mesh_cni::agent::LocalPods::new();
+    let agent = mesh_cni::agent::Agent::start(config, source).await.unwrap();
+    pods.set_namespace("default", Labels::new()).await.unwrap();
+    pods.upsert_pod(pod_info(&plain, false)).await.unwrap();
+    let mut wants_in = pod_info(&stuck, false);
+    wants_in.labels = mode("ambient");
+    pods.upsert_pod(wants_in).await.unwrap();
+    pods.synced().await.unwrap();
+    let socket = dir.path().join("cni.sock");
+
+    // Not a mesh pod: prevResult at once, no rules.
+    let conf = plugin_conf(&socket, &plain.ip.to_string());
+    let out = finish(spawn_plugin("ADD", &plain, &conf)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, serde_json::from_str::<Value>(&conf).unwrap()["prevResult"]);
+    assert!(!installed(&plain, Backend::Iptables));
+
+    // A mesh pod ztunnel never acks: the rules are in (its traffic is
+    // refused, not leaked) and ADD fails, to be retried.
+    let conf = plugin_conf(&socket, &stuck.ip.to_string());
+    let out = finish(spawn_plugin("ADD", &stuck, &conf)).await;
+    assert!(!out.status.success(), "ADD must fail: {}", String::from_utf8_lossy(&out.stdout));
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["code"], 11, "{error}");
+    assert!(error["msg"].as_str().unwrap().contains("default/stuck"), "{error}");
+    assert!(error["details"].as_str().unwrap().contains("not enrolled in time"), "{error}");
+    assert_eq!(agent.state("uid-stuck"), Some(PodState::Pending));
+    assert!(installed(&stuck, Backend::Iptables), "fail closed: the rules stay");
+}
+
 /// Whether `pod`'s namespace holds any rule of ours, by the tools' output.
 fn no_mesh_rules(pod: &PodHandle) {
     let netns = pod.netns().unwrap();
