@@ -10,8 +10,8 @@
 //!  Outside --rules installed--> Pending --AddWorkload acked--> Enrolled
 //!     ^                                                           |
 //!     +--rules removed-- Removing <--no longer enrolled-----------+
-//!                        (DelWorkload acked, or ztunnel's snapshot
-//!                         ended without the pod)
+//!                        (release_grace after DelWorkload was acked,
+//!                         or after a snapshot without the pod was)
 //! ```
 //!
 //! Enrol installs the rules before handing the pod to ztunnel; un-enrol
