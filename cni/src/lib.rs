@@ -10,11 +10,17 @@
 //!   in the pod; applied and removed with the rules by both backends.
 //! - [`zds`]: the ZDS hand-off of pods (and their netns fds) to the node
 //!   proxy, both the proxy's server and the agent's client.
+//! - [`agent`]: the node agent that keeps the node's enrolled pods captured
+//!   and handed to ztunnel; [`plugin`]: the chained CNI plugin that reports
+//!   each pod sandbox to it ([`report`]: their socket protocol).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 mod exec;
 pub mod iptables;
 pub mod nftables;
+pub mod plugin;
+pub mod report;
 pub mod routes;
 pub mod rules;
 pub mod zds;

@@ -25,26 +25,18 @@ use istiod::ca::root::load_or_create_root;
 use istiod::ca::{RefusalReason, TOKEN_AUDIENCE};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    Binding, ConfigMap, Container, Namespace, Node, ObjectReference, Pod, PodSpec, Secret,
-    ServiceAccount,
+    Binding, ConfigMap, Namespace, Node, ObjectReference, Pod, Secret, ServiceAccount,
 };
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use mesh_identity::{WorkloadCertificate, csr};
 use mesh_model::Identity;
 use mesh_test_support::KubeHarness;
+use mesh_test_support::kube_objects::{app_pod, meta};
 use support::TRUST_DOMAIN;
 use tonic::Code;
 
 const ISTIO_NS: &str = "istio-system";
 const APP_NS: &str = "shop";
-
-fn meta(name: &str, ns: Option<&str>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: ns.map(str::to_owned),
-        ..ObjectMeta::default()
-    }
-}
 
 async fn harness() -> KubeHarness {
     match KubeHarness::start().await {
@@ -74,20 +66,7 @@ async fn node(client: &kube::Client, name: &str) {
 /// A pod that never runs (no kubelet): only its spec matters. Without a
 /// node it stays unscheduled until [`bind`].
 async fn pod(client: &kube::Client, ns: &str, name: &str, sa: &str, node: Option<&str>) -> Pod {
-    let pod = Pod {
-        metadata: meta(name, Some(ns)),
-        spec: Some(PodSpec {
-            service_account_name: Some(sa.to_owned()),
-            node_name: node.map(str::to_owned),
-            containers: vec![Container {
-                name: "app".to_owned(),
-                image: Some("example.invalid/app".to_owned()),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        }),
-        ..Pod::default()
-    };
+    let pod = app_pod(ns, name, sa, node);
     Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.unwrap()
 }
 

@@ -55,6 +55,25 @@ impl ZdsClient {
         &self.path
     }
 
+    /// Whether the connection is unusable: broken by an earlier failure,
+    /// closed by the proxy (a restarted proxy closes it), or holding an
+    /// unsolicited packet. Never blocks.
+    pub fn is_closed(&self) -> bool {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd as _;
+        if self.broken {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        match recv(self.sock.as_raw_fd(), &mut byte, flags) {
+            // Nothing to read: the normal idle state.
+            Err(nix::errno::Errno::EAGAIN) => false,
+            // EOF, an error, or a packet nobody asked for.
+            Ok(_) | Err(_) => true,
+        }
+    }
+
     /// Hands a pod over with its network namespace.
     pub async fn add(
         &mut self,

@@ -1,59 +1,30 @@
-//! Which pods ztunnel captures.
-//!
-//! `istio.io/dataplane-mode=ambient` on the Namespace or the Pod enrols; the
-//! pod label wins, and `none` opts out. A pod with a sidecar keeps it and is
-//! left alone; pods without an IP, on the host network, or finished are
-//! skipped.
+//! Which pods ztunnel captures: istiod's reading of a Kubernetes pod for
+//! the rule shared with the CNI agent, [`mesh_model::enrolment`]
+//! (`istio.io/dataplane-mode=ambient` on the Namespace or the Pod enrols;
+//! the pod label wins, and `none` opts out; sidecar pods, host-network
+//! pods, finished pods and pods without an IP are skipped).
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 
 use super::label;
 
-pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
-pub const SIDECAR_STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
-pub const SIDECAR_CONTAINER: &str = "istio-proxy";
+pub use mesh_model::enrolment::{
+    DATAPLANE_MODE_LABEL, Enrolment, SIDECAR_CONTAINER, SIDECAR_STATUS_ANNOTATION,
+};
 
-/// The enrolment decision for one pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enrolment {
-    Enrolled,
-    /// Neither the pod nor its namespace asks for ambient.
-    NotRequested,
-    /// The pod (or, without a pod label, its namespace) says `none`.
-    OptedOut,
-    /// The pod runs a sidecar, which takes precedence.
-    Sidecar,
-    HostNetwork,
-    /// No IP assigned yet.
-    NoIp,
-    /// `Succeeded` or `Failed`.
-    Finished,
-}
-
-/// Decides whether `pod` (in `ns`, if known) is captured by ztunnel.
+/// Decides whether `pod` (in `ns`, if known) is captured by ztunnel
+/// (the shared rule, [`mesh_model::enrolment::decide`]).
 pub fn enrolment(ns: Option<&Namespace>, pod: &Pod) -> Enrolment {
-    let pod_mode = label(pod.metadata.labels.as_ref(), DATAPLANE_MODE_LABEL);
-    let ns_mode = ns.and_then(|n| label(n.metadata.labels.as_ref(), DATAPLANE_MODE_LABEL));
-    match pod_mode.or(ns_mode) {
-        Some("ambient") => {}
-        Some("none") => return Enrolment::OptedOut,
-        _ => return Enrolment::NotRequested,
-    }
-    if has_sidecar(pod) {
-        return Enrolment::Sidecar;
-    }
     let spec = pod.spec.as_ref();
-    if spec.and_then(|s| s.host_network).unwrap_or(false) {
-        return Enrolment::HostNetwork;
-    }
-    let status = pod.status.as_ref();
-    if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
-        return Enrolment::Finished;
-    }
-    if pod_ips(pod).is_empty() {
-        return Enrolment::NoIp;
-    }
-    Enrolment::Enrolled
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    mesh_model::enrolment::decide(&mesh_model::PodFacts {
+        pod_mode: label(pod.metadata.labels.as_ref(), DATAPLANE_MODE_LABEL),
+        namespace_mode: ns.and_then(|n| label(n.metadata.labels.as_ref(), DATAPLANE_MODE_LABEL)),
+        sidecar: has_sidecar(pod),
+        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        finished: matches!(phase, Some("Succeeded" | "Failed")),
+        has_ip: !pod_ips(pod).is_empty(),
+    })
 }
 
 fn has_sidecar(pod: &Pod) -> bool {

@@ -38,6 +38,7 @@ macro_rules! mirror_enum {
 
 mod address;
 mod authorization;
+pub mod enrolment;
 mod error;
 mod identity;
 mod service;
@@ -50,6 +51,7 @@ pub use address::{
 pub use authorization::{
     Action, Authorization, Clause, Match, Rule, Scope, ServiceAccountMatch, StringMatch,
 };
+pub use enrolment::{Enrolment, PodFacts};
 pub use error::{ModelError, Resource};
 pub use identity::{Identity, IdentityError};
 pub use service::{

@@ -13,6 +13,7 @@
 pub mod dns;
 mod echo;
 mod kube_harness;
+pub mod kube_objects;
 mod peers;
 mod pki;
 mod process;

@@ -12,6 +12,7 @@
     reason = "test code"
 )]
 
+mod cni_agent;
 mod dns;
 mod harness;
 mod policy_change;
