@@ -180,3 +180,71 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifests(yaml: &str) -> Manifests {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("all.yaml"), yaml).unwrap();
+        super::super::manifest::load(dir.path()).unwrap()
+    }
+
+    const CONFIG: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: demo}
+spec: {nodeName: n, containers: [{name: c, command: [sleep, '1']}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: gone, namespace: demo}
+spec: {nodeName: n, containers: [{name: c, command: [sleep, '1']}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: demo}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: fixed, namespace: demo}
+spec: {clusterIP: 10.96.1.1, ports: [{port: 80}]}
+";
+
+    #[test]
+    fn pods_get_status_and_services_an_address() {
+        let m = manifests(CONFIG);
+        let mut ips = ServiceIps::default();
+        ips.assign(&m);
+        assert_eq!(ips.get("demo", "s"), Some(Ipv4Addr::new(10, 96, 1, 2)), "10.96.1.1 is taken");
+        assert_eq!(ips.get("demo", "fixed"), None);
+        let pod_ips = BTreeMap::from([("demo/a".to_owned(), Ipv4Addr::new(10, 244, 0, 2))]);
+        let files = render(&m, &Additions { pod_ips: &pod_ips, service_ips: &ips }).unwrap();
+        let text = &files[&PathBuf::from("all.yaml")];
+        assert!(text.contains("podIP: 10.244.0.2"), "{text}");
+        assert!(text.contains("phase: Running"), "{text}");
+        assert!(text.contains("type: Ready"), "{text}");
+        assert!(!text.contains("name: gone"), "a pod that does not run is left out: {text}");
+        assert!(text.contains("clusterIP: 10.96.1.2"), "{text}");
+
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(out.path().join("stale.yaml"), "x").unwrap();
+        assert!(write(out.path(), &files).unwrap());
+        assert!(!out.path().join("stale.yaml").exists());
+        assert!(!write(out.path(), &files).unwrap(), "unchanged: nothing written");
+    }
+
+    #[test]
+    fn addresses_are_stable_while_services_come_and_go() {
+        let mut ips = ServiceIps::default();
+        ips.assign(&manifests(CONFIG));
+        let before = ips.get("demo", "s");
+        let more = format!(
+            "{CONFIG}---\napiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: demo}}\nspec: {{ports: [{{port: 1}}]}}\n"
+        );
+        ips.assign(&manifests(&more));
+        assert_eq!(ips.get("demo", "s"), before);
+        assert_eq!(ips.get("demo", "b"), Some(Ipv4Addr::new(10, 96, 1, 3)));
+    }
+}

@@ -185,7 +185,7 @@ impl Manifests {
 pub(crate) fn load(dir: &Path) -> Result<Manifests, Vec<ManifestError>> {
     let mut errors = Vec::new();
     let mut paths = Vec::new();
-    if let Err(e) = walk(dir, dir, &mut paths) {
+    if let Err(e) = walk(dir, &mut paths) {
         errors.push(e);
     }
     paths.sort();
@@ -215,7 +215,7 @@ fn file_error(path: &Path, problem: String) -> ManifestError {
     ManifestError { file: path.to_owned(), document: None, object: None, problem }
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| file_error(dir, format!("cannot read directory: {e}")))?;
     for entry in entries.flatten() {
@@ -229,7 +229,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestE
         let Ok(meta) = std::fs::metadata(&path) else { continue };
         if meta.is_dir() {
             if !is_link {
-                walk(root, &path, out)?;
+                walk(&path, out)?;
             }
         } else if [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext)) {
             out.push(path);

@@ -399,13 +399,13 @@ impl Mesh {
             for event in events {
                 log(event);
             }
-            if tick % 2 == 0 {
+            if tick.is_multiple_of(2) {
                 self.resync();
                 if let Err(e) = self.enroll_missing(false).await {
                     log(e);
                 }
             }
-            self.refresh_status(tick % 4 == 0);
+            self.refresh_status(tick.is_multiple_of(4));
             if let Err(e) = record::save(&self.layout.status(), &self.status) {
                 log(e);
             }
