@@ -170,7 +170,10 @@ fn two_node_mesh_carries_traffic_follows_policy_edits_and_goes_down_cleanly() {
     }
     let status = mesh.status();
     assert_eq!(status["phase"], "ready");
-    assert!(status["nodes"].as_array().unwrap().len() == 2);
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert!(nodes.iter().all(|n| n["ready"] == true), "up returns with ready ztunnels: {status:#}");
+    assert_eq!(status["istiod"]["ready"], true);
     assert!(status["pods"].as_array().unwrap().iter().all(|p| p["enrolled"] == true), "{status:#}");
 
     // A second `up` changes nothing.

@@ -295,6 +295,13 @@ impl Mesh {
         };
         // Enrol before the apps start, so their first packets are captured.
         mesh.enroll_missing(true).await?;
+        // A ztunnel is ready again once it holds its new pods' certificates.
+        for node in mesh.topology.nodes() {
+            if let Some(ztunnel) = mesh.ztunnels.get_mut(&node.name) {
+                let ready = SocketAddr::from((Ipv4Addr::LOCALHOST, ZTUNNEL_READY_PORT));
+                wait_ready(ztunnel, &node.netns_name, ready, "/healthz/ready").await?;
+            }
+        }
         mesh.start_containers()?;
         mesh.refresh_status(true);
         mesh.status.phase = Phase::Ready;
