@@ -160,6 +160,14 @@ fn running(pid: i32) -> bool {
 #[test]
 fn two_node_mesh_carries_traffic_follows_policy_edits_and_goes_down_cleanly() {
     let mesh = Mesh::new("lt");
+    // Outside the mesh, failing: restarted (OnFailure) with its output logged.
+    mesh.write(
+        "crashy.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crashy\n  namespace: demo\n  labels: {istio.io/dataplane-mode: none}\n\
+         spec:\n  nodeName: node-a\n  restartPolicy: OnFailure\n  containers:\n  - name: main\n    command: [sh, -c]\n\
+         \x20   args: ['echo started $ME in $PWD; exit 3']\n    workingDir: /tmp\n\
+         \x20   env: [{name: ME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n",
+    );
     let out = mesh.up();
     assert!(out.status.success(), "up: {}", text(&out));
     let shown = String::from_utf8_lossy(&out.stdout);
@@ -174,7 +182,9 @@ fn two_node_mesh_carries_traffic_follows_policy_edits_and_goes_down_cleanly() {
     assert_eq!(nodes.len(), 2);
     assert!(nodes.iter().all(|n| n["ready"] == true), "up returns with ready ztunnels: {status:#}");
     assert_eq!(status["istiod"]["ready"], true);
-    assert!(status["pods"].as_array().unwrap().iter().all(|p| p["enrolled"] == true), "{status:#}");
+    for pod in status["pods"].as_array().unwrap() {
+        assert_eq!(pod["enrolled"], pod["name"] != "crashy", "dataplane-mode decides: {pod:#}");
+    }
 
     // A second `up` changes nothing.
     let again = mesh.up();
@@ -222,6 +232,28 @@ fn two_node_mesh_carries_traffic_follows_policy_edits_and_goes_down_cleanly() {
     }
     assert!(reported.to_string().contains("broken.yaml"), "{reported}");
     assert!(mesh.get_from("intruder"), "the mesh still runs on the last good config");
+
+    // The failing container was restarted, and its output is in its log.
+    let crashy = |status: &Value| {
+        status["pods"].as_array().unwrap().iter().find(|p| p["name"] == "crashy").unwrap()["containers"][0]
+            .clone()
+    };
+    for _ in 0..40 {
+        if crashy(&mesh.status())["restarts"].as_u64().unwrap() >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let container = crashy(&mesh.status());
+    assert!(container["restarts"].as_u64().unwrap() >= 1, "{container:#}");
+    assert!(container["last_exit"].as_str().unwrap().contains('3'), "{container:#}");
+    let logs = mesh.ctl(&["logs", "crashy", "-n", "demo"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("started crashy in /tmp"),
+        "{}",
+        text(&logs)
+    );
 
     let pids = Mesh::pids(&mesh.status());
     assert!(pids.len() >= 7, "supervisor, istiod, 2 ztunnels, 3 containers: {pids:?}");
