@@ -1,6 +1,7 @@
 //! `ambientctl local down`: removes everything a mesh made, from its
 //! record, whether the supervisor is alive, dead, or was killed half way
-//! through start-up. Order: the supervisor (so nothing is restarted),
+//! through start-up. Order: the supervisor (SIGTERM: it stops and reaps
+//! its processes; SIGKILL if it does not exit, so nothing is restarted),
 //! every process inside the mesh's namespaces (`ip netns pids`; SIGTERM,
 //! SIGKILL after a grace period), the namespaces themselves (their veths,
 //! the bridge, capture rules and routes go with them), the files outside
@@ -82,9 +83,18 @@ fn wait_gone(procs: &[ProcRef], within: Duration) -> bool {
 
 pub(crate) fn clean(layout: &Layout, record: &Record) -> Result<Removed, Error> {
     let mut removed = Removed::default();
+    if !record.prefix.is_empty() {
+        let names = Topology::leftovers(&record.prefix);
+        removed.processes = names.iter().map(|n| netns_pids(n).len()).sum();
+    }
     if let Some(supervisor) = record.supervisor.filter(ProcRef::alive) {
-        signal(&[supervisor], Signal::SIGKILL);
-        wait_gone(&[supervisor], GRACE);
+        // It stops (and reaps) its processes on SIGTERM; if it cannot, the
+        // sweep below does.
+        signal(&[supervisor], Signal::SIGTERM);
+        if !wait_gone(&[supervisor], GRACE + GRACE) {
+            signal(&[supervisor], Signal::SIGKILL);
+            wait_gone(&[supervisor], GRACE);
+        }
         removed.processes += 1;
     }
     if !record.prefix.is_empty() {
@@ -96,7 +106,6 @@ pub(crate) fn clean(layout: &Layout, record: &Record) -> Result<Removed, Error> 
             if procs.is_empty() {
                 continue;
             }
-            removed.processes += procs.len();
             signal(&procs, Signal::SIGTERM);
             if !wait_gone(&procs, GRACE) {
                 signal(&procs, Signal::SIGKILL);

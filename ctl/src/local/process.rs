@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 use tokio::time::Instant;
 
@@ -143,6 +145,22 @@ impl Supervised {
                 self.next_start = Some(Instant::now() + MAX_BACKOFF);
                 Some(format!("{}: {e}", self.launch.what))
             }
+        }
+    }
+
+    /// Sends `signal` to its process group (our processes lead their own).
+    pub(crate) fn signal(&mut self, signal: Signal) {
+        self.next_start = None;
+        if let Some(pid) = self.pid().and_then(|p| i32::try_from(p).ok()) {
+            // Already gone is fine.
+            let _ = killpg(Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Waits for it to exit (after SIGKILL).
+    pub(crate) fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
         }
     }
 }

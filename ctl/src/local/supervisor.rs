@@ -2,15 +2,16 @@
 //! supervise`, started by `up`).
 //!
 //! istiod runs in the topology's fabric namespace, bound to the bridge
-//! address [`ISTIOD_IP`] that every node reaches over its `eth0`; nothing of
+//! address [`ISTIOD_IP`](super::layout::ISTIOD_IP) that every node reaches over its `eth0`; nothing of
 //! the mesh listens in the host's namespace. Start-up order: namespaces,
 //! generated config, istiod (until `/ready`, and its view of the config
 //! has no errors), one ztunnel per node (until `/healthz/ready`), pod
 //! enrolment, then the pods' containers. Afterwards it restarts what
 //! exits (per policy), re-enrols pods after a ztunnel restart, re-syncs
 //! the generated config from the user's directory every second and keeps
-//! `status.json` current. It never cleans up: `down` does (it kills this
-//! process first), from `state.json` and the namespace prefix.
+//! `status.json` current. On SIGTERM (from `down`) it stops and reaps its
+//! processes and exits; `down` removes everything else, from `state.json`
+//! and the namespace prefix (and also copes when this process was killed).
 
 mod mesh;
 

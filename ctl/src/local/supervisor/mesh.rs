@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use mesh_netns::{NodeSpec, PodSpec, Topology};
+use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use crate::cli::UpArgs;
@@ -29,6 +30,9 @@ pub(crate) const ISTIOD_MONITORING_PORT: u16 = 15014;
 const ISTIOD_GRPC_PORT: u16 = 15012;
 const ZTUNNEL_READY_PORT: u16 = 15021;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long processes get after SIGTERM at `down` (ztunnel drains its
+/// connections meanwhile).
+const STOP_GRACE: Duration = Duration::from_secs(3);
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn log(line: impl std::fmt::Display) {
@@ -394,10 +398,23 @@ impl Mesh {
     }
 
     /// Supervises until killed (`down` sends SIGKILL).
+    /// Supervises until SIGTERM (`down`), then stops every process it
+    /// started (containers first, istiod last) and exits; `down` removes
+    /// the rest.
     pub(crate) async fn run(&mut self) -> Result<ExitCode, Error> {
         let mut tick: u64 = 0;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|source| Error::Spawn { what: "the SIGTERM handler".into(), source })?;
         loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = terminate.recv() => {
+                    log("SIGTERM: stopping the mesh's processes");
+                    self.stop_all();
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             tick = tick.wrapping_add(1);
             let mut events = Vec::new();
             events.extend(self.istiod.tick());
@@ -416,6 +433,31 @@ impl Mesh {
             if let Err(e) = record::save(&self.layout.status(), &self.status) {
                 log(e);
             }
+        }
+    }
+
+    /// SIGTERM to every process, SIGKILL to what is left after the grace
+    /// period; all reaped.
+    fn stop_all(&mut self) {
+        let mut all: Vec<&mut Supervised> =
+            self.containers.iter_mut().map(|c| &mut c.process).collect();
+        all.extend(self.ztunnels.values_mut());
+        all.push(&mut self.istiod);
+        for process in &mut all {
+            process.signal(Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline
+            && all.iter_mut().any(|p| {
+                p.exited();
+                p.running()
+            })
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for process in &mut all {
+            process.signal(Signal::SIGKILL);
+            process.reap();
         }
     }
 
