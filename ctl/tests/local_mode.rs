@@ -255,6 +255,17 @@ fn two_node_mesh_carries_traffic_follows_policy_edits_and_goes_down_cleanly() {
         text(&logs)
     );
 
+    // A ztunnel that dies is restarted and its pods enrolled again.
+    let ztunnel_b = |s: &Value| {
+        s["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "node-b").unwrap()["ztunnel_pid"].clone()
+    };
+    let before = ztunnel_b(&mesh.status());
+    let pid = i32::try_from(before.as_i64().unwrap()).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    mesh.eventually("intruder", true, 20);
+    assert_ne!(ztunnel_b(&mesh.status()), before, "a new ztunnel serves node-b");
+
     let pids = Mesh::pids(&mesh.status());
     assert!(pids.len() >= 7, "supervisor, istiod, 2 ztunnels, 3 containers: {pids:?}");
     mesh.down_leaves_nothing(&pids);
@@ -335,5 +346,24 @@ fn bad_input_is_refused_at_up_naming_file_and_object() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
     assert!(!mesh.state.join("state.json").exists(), "nothing was started");
+    assert!(mesh_netns::Topology::leftovers(&mesh.prefix).is_empty());
+
+    // What only istiod checks (CRD schemas) also refuses the start, naming
+    // the user's file, and leaves nothing behind.
+    for file in ["extra.yaml", "syntax.yaml"] {
+        std::fs::remove_file(mesh.config.join(file)).unwrap();
+    }
+    let policy = std::fs::read_to_string(mesh.config.join("policy.yaml")).unwrap();
+    mesh.write("policy.yaml", &policy.replace("action: ALLOW", "action: MAYBE"));
+    let out = mesh.up();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("{}/policy.yaml", mesh.config.display());
+    assert!(err.contains("istiod rejected the configuration"), "{err}");
+    assert!(
+        err.contains(&expected) && err.contains("spec.action: Invalid value: \"MAYBE\""),
+        "{err}"
+    );
+    assert!(!mesh.state.exists(), "cleaned up after the refused start");
     assert!(mesh_netns::Topology::leftovers(&mesh.prefix).is_empty());
 }

@@ -38,6 +38,9 @@ impl PodEnrolment {
 /// Puts pods in the mesh (capture + hand-off to the node's ztunnel).
 pub(crate) trait Enroller {
     async fn enroll(&mut self, pod: &PodEnrolment) -> Result<(), Error>;
+
+    /// The node's ztunnel restarted: its pods are enrolled again next.
+    fn node_restarted(&mut self, _node: &str) {}
 }
 
 /// Rules + ZDS from ambientctl itself (what the node agent will do).
@@ -56,6 +59,11 @@ impl DirectEnroller {
 }
 
 impl Enroller for DirectEnroller {
+    fn node_restarted(&mut self, node: &str) {
+        // The old connection went with the old process.
+        self.clients.remove(node);
+    }
+
     async fn enroll(&mut self, pod: &PodEnrolment) -> Result<(), Error> {
         let fail = |message: String| Error::Enroll { pod: pod.key(), message };
         let netns = Netns::named(&pod.netns).map_err(|e| fail(e.to_string()))?;

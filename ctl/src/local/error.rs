@@ -37,6 +37,8 @@ pub(crate) enum Error {
     Enroll { pod: String, message: String },
     #[error("`{command}` failed: {message}")]
     Command { command: String, message: String },
+    #[error("istiod rejected the configuration:\n{}", list(.0))]
+    Rejected(Vec<String>),
     #[error("{0}")]
     State(String),
     #[error("the mesh failed to start: {0}")]

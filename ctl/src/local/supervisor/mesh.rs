@@ -232,13 +232,11 @@ impl Mesh {
         )?;
         log("waiting for istiod");
         wait_ready(&mut istiod, &fabric, istiod_addr(ISTIOD_MONITORING_PORT), "/ready").await?;
-        let file_errors =
-            istiod_file_errors(layout, &fabric, &config_dir).map_err(Error::Failed)?;
+        let file_errors = istiod_file_errors(layout, &fabric, &config_dir).map_err(|message| {
+            Error::Command { command: "GET /debug/config_errors".into(), message }
+        })?;
         if !file_errors.is_empty() {
-            return Err(Error::Failed(format!(
-                "istiod rejected the configuration:\n  - {}",
-                file_errors.join("\n  - ")
-            )));
+            return Err(Error::Rejected(file_errors));
         }
 
         let mut ztunnels = BTreeMap::new();
@@ -321,7 +319,10 @@ impl Mesh {
             let key = format!("{}/{}", pod.namespace, pod.name);
             let restarts = self.ztunnels.get(&pod.node).map(|z| z.restarts).unwrap_or_default();
             if self.enrolled_under.get(&key).is_some_and(|r| *r != restarts) {
+                // Its ztunnel restarted and lost its pods.
                 self.enrolled.remove(&key);
+                self.enrolled_under.remove(&key);
+                self.enroller.node_restarted(&pod.node);
             }
             let Some(def) = self.manifests.pod(&pod.namespace, &pod.name) else { continue };
             if self.enrolled.contains(&key) || !self.manifests.ambient(def) {
