@@ -63,6 +63,9 @@ pub(crate) struct Additions<'a> {
     /// `namespace/name` -> IP of every pod that runs.
     pub(crate) pod_ips: &'a BTreeMap<String, Ipv4Addr>,
     pub(crate) service_ips: &'a ServiceIps,
+    /// `namespace/name` of pods with a container that is not running:
+    /// their `Ready` condition is `False`, so istiod marks them unhealthy.
+    pub(crate) unready: &'a BTreeSet<String>,
 }
 
 fn text(s: &str) -> Value {
@@ -87,7 +90,8 @@ fn augment(value: &mut Value, add: &Additions<'_>) -> bool {
             true
         }
         "Pod" => {
-            let Some(ip) = add.pod_ips.get(&format!("{namespace}/{name}")) else { return false };
+            let key = format!("{namespace}/{name}");
+            let Some(ip) = add.pod_ips.get(&key) else { return false };
             let Some(map) = value.as_mapping_mut() else { return false };
             let mut status = Mapping::new();
             status.insert(text("phase"), text("Running"));
@@ -95,10 +99,10 @@ fn augment(value: &mut Value, add: &Additions<'_>) -> bool {
             let mut entry = Mapping::new();
             entry.insert(text("ip"), text(&ip.to_string()));
             status.insert(text("podIPs"), Value::Sequence(vec![Value::Mapping(entry)]));
-            // The pod's containers run from start-up on (restarted per policy).
             let mut ready = Mapping::new();
             ready.insert(text("type"), text("Ready"));
-            ready.insert(text("status"), text("True"));
+            let is_ready = if add.unready.contains(&key) { "False" } else { "True" };
+            ready.insert(text("status"), text(is_ready));
             status.insert(text("conditions"), Value::Sequence(vec![Value::Mapping(ready)]));
             map.insert(text("status"), Value::Mapping(status));
             true
@@ -220,11 +224,13 @@ spec: {clusterIP: 10.96.1.1, ports: [{port: 80}]}
         assert_eq!(ips.get("demo", "s"), Some(Ipv4Addr::new(10, 96, 1, 2)), "10.96.1.1 is taken");
         assert_eq!(ips.get("demo", "fixed"), None);
         let pod_ips = BTreeMap::from([("demo/a".to_owned(), Ipv4Addr::new(10, 244, 0, 2))]);
-        let files = render(&m, &Additions { pod_ips: &pod_ips, service_ips: &ips }).unwrap();
+        let unready = BTreeSet::new();
+        let add = Additions { pod_ips: &pod_ips, service_ips: &ips, unready: &unready };
+        let files = render(&m, &add).unwrap();
         let text = &files[&PathBuf::from("all.yaml")];
         assert!(text.contains("podIP: 10.244.0.2"), "{text}");
         assert!(text.contains("phase: Running"), "{text}");
-        assert!(text.contains("type: Ready"), "{text}");
+        assert!(text.contains("type: Ready\n    status: 'True'"), "{text}");
         assert!(!text.contains("name: gone"), "a pod that does not run is left out: {text}");
         assert!(text.contains("clusterIP: 10.96.1.2"), "{text}");
 
@@ -233,6 +239,11 @@ spec: {clusterIP: 10.96.1.1, ports: [{port: 80}]}
         assert!(write(out.path(), &files).unwrap());
         assert!(!out.path().join("stale.yaml").exists());
         assert!(!write(out.path(), &files).unwrap(), "unchanged: nothing written");
+
+        let unready = BTreeSet::from(["demo/a".to_owned()]);
+        let add = Additions { pod_ips: &pod_ips, service_ips: &ips, unready: &unready };
+        let text = &render(&m, &add).unwrap()[&PathBuf::from("all.yaml")];
+        assert!(text.contains("type: Ready\n    status: 'False'"), "{text}");
     }
 
     #[test]

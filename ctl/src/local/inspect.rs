@@ -53,10 +53,11 @@ pub(crate) fn render(s: &Status) -> String {
         let restarts: u32 = p.containers.iter().map(|c| c.restarts).sum();
         let _ = writeln!(
             out,
-            "  {:<24} {:<12} {:<15} {:<10} {}/{} running, {} restart(s)  sa {}",
+            "  {:<24} {:<12} {:<15} {:<9} {:<10} {}/{} running, {} restart(s)  sa {}",
             format!("{}/{}", p.namespace, p.name),
             p.node,
             p.ip,
+            yes(p.ready, "ready", "not ready"),
             yes(p.enrolled, "ambient", "no mesh"),
             running,
             p.containers.len(),

@@ -86,6 +86,8 @@ pub(crate) struct PodStatus {
     pub(crate) service_account: String,
     /// Handed to the node's ztunnel (captured and served by the mesh).
     pub(crate) enrolled: bool,
+    /// Every container runs (what the pod's `Ready` condition tells istiod).
+    pub(crate) ready: bool,
     pub(crate) containers: Vec<ContainerStatus>,
 }
 

@@ -204,7 +204,7 @@ impl Mesh {
             topology.pods().iter().map(|p| (format!("{}/{}", p.namespace, p.name), p.ip)).collect();
         let files = generate::render(
             &manifests,
-            &Additions { pod_ips: &pod_ips, service_ips: &service_ips },
+            &Additions { pod_ips: &pod_ips, service_ips: &service_ips, unready: &BTreeSet::new() },
         )?;
         generate::write(&layout.config(), &files)?;
 
@@ -503,7 +503,14 @@ impl Mesh {
             .iter()
             .map(|p| (format!("{}/{}", p.namespace, p.name), p.ip))
             .collect();
-        let additions = Additions { pod_ips: &pod_ips, service_ips: &self.service_ips };
+        let unready: BTreeSet<String> = self
+            .containers
+            .iter()
+            .filter(|c| !c.process.running())
+            .map(|c| c.pod.clone())
+            .collect();
+        let additions =
+            Additions { pod_ips: &pod_ips, service_ips: &self.service_ips, unready: &unready };
         match generate::render(&manifests, &additions)
             .and_then(|f| generate::write(&self.layout.config(), &f))
         {
@@ -576,6 +583,11 @@ impl Mesh {
                     netns: p.netns_name.clone(),
                     service_account: def.map(|d| d.service_account.clone()).unwrap_or_default(),
                     enrolled: self.enrolled.contains(&key),
+                    ready: self
+                        .containers
+                        .iter()
+                        .filter(|c| c.pod == key)
+                        .all(|c| c.process.running()),
                     containers: self
                         .containers
                         .iter()
