@@ -13,7 +13,10 @@
 //! processes and exits; `down` removes everything else, from `state.json`
 //! and the namespace prefix (and also copes when this process was killed).
 
+mod launch;
 mod mesh;
+mod probe;
+mod status;
 
 use std::process::ExitCode;
 

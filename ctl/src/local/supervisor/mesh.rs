@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::mem::ManuallyDrop;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,163 +12,52 @@ use mesh_netns::{NodeSpec, PodSpec, Topology};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
+use super::launch;
+use super::probe::{
+    ISTIOD_GRPC_PORT, ISTIOD_MONITORING_PORT, ZTUNNEL_READY_PORT, ip, istiod_addr,
+    istiod_file_errors, log, wait_ready,
+};
 use crate::cli::UpArgs;
 use crate::local::enroll::{DirectEnroller, Enroller, PodEnrolment};
 use crate::local::error::Error;
 use crate::local::generate::{self, Additions, ServiceIps};
-use crate::local::layout::{self, DNS_IP, ISTIOD_HOST, ISTIOD_IP, Layout};
-use crate::local::manifest::{self, EnvValue, Manifests, PodDef, RestartPolicy};
-use crate::local::process::{Launch, Supervised};
-use crate::local::record::{
-    self, ContainerStatus, IstiodStatus, NodeStatus, Phase, PodStatus, Record, ServiceStatus,
-    Status,
-};
-use crate::local::{http, preflight};
-use crate::output;
+use crate::local::layout::{self, ISTIOD_IP, Layout};
+use crate::local::manifest::{self, Manifests, PodDef, RestartPolicy};
+use crate::local::preflight;
+use crate::local::process::Supervised;
+use crate::local::record::{self, IstiodStatus, Phase, Record, Status};
 
-pub(crate) const ISTIOD_MONITORING_PORT: u16 = 15014;
-const ISTIOD_GRPC_PORT: u16 = 15012;
-const ZTUNNEL_READY_PORT: u16 = 15021;
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long processes get after SIGTERM at `down` (ztunnel drains its
 /// connections meanwhile).
 const STOP_GRACE: Duration = Duration::from_secs(3);
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// One line of the supervisor's log (its stderr is `STATE/logs/supervisor.log`).
-fn log(line: impl std::fmt::Display) {
-    output::error(format_args!("{} {line}", utc_now()));
-}
-
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    utc(secs)
-}
-
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc(secs: u64) -> String {
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-fn istiod_addr(port: u16) -> SocketAddr {
-    SocketAddr::from((ISTIOD_IP.parse::<Ipv4Addr>().unwrap_or(Ipv4Addr::LOCALHOST), port))
-}
 
 /// One pod's container process.
 #[derive(Debug)]
-struct Container {
-    pod: String,
-    process: Supervised,
+pub(super) struct Container {
+    pub(super) pod: String,
+    pub(super) process: Supervised,
 }
 
 #[derive(Debug)]
 pub(crate) struct Mesh {
-    layout: Layout,
-    config_dir: PathBuf,
-    prefix: String,
+    pub(super) layout: Layout,
+    pub(super) config_dir: PathBuf,
+    pub(super) prefix: String,
     /// Never dropped here: `down` removes the namespaces (after killing
     /// every process in them), also when this process was killed.
-    topology: ManuallyDrop<Topology>,
-    manifests: Manifests,
-    service_ips: ServiceIps,
-    istiod: Supervised,
-    ztunnels: BTreeMap<String, Supervised>,
+    pub(super) topology: ManuallyDrop<Topology>,
+    pub(super) manifests: Manifests,
+    pub(super) service_ips: ServiceIps,
+    pub(super) istiod: Supervised,
+    pub(super) ztunnels: BTreeMap<String, Supervised>,
     /// Ztunnel restart counts the pods were enrolled under.
-    enrolled_under: BTreeMap<String, u32>,
-    containers: Vec<Container>,
-    enroller: DirectEnroller,
-    enrolled: BTreeSet<String>,
-    status: Status,
-    istiod_errors: Vec<String>,
-    source_errors: Vec<String>,
-}
-
-/// Waits until `GET path` answers 200 in `netns`, failing early if the
-/// process exits.
-async fn wait_ready(
-    process: &mut Supervised,
-    netns: &str,
-    addr: SocketAddr,
-    path: &str,
-) -> Result<(), Error> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Some(status) = process.exited() {
-            return Err(Error::Exited {
-                what: process.launch.what.clone(),
-                status,
-                detail: log_tail(&process.launch.log),
-            });
-        }
-        let last = match http::get(netns, addr, path) {
-            Ok((200, _)) => return Ok(()),
-            Ok((code, body)) => format!("{code} {}", body.trim()),
-            Err(e) => e,
-        };
-        if Instant::now() > deadline {
-            return Err(Error::NotReady {
-                what: process.launch.what.clone(),
-                seconds: START_TIMEOUT.as_secs(),
-                detail: format!(" (last answer: {last}){}", log_tail(&process.launch.log)),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The last lines of a log, for error messages.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines.get(lines.len().saturating_sub(8)..).unwrap_or_default();
-    format!("; log {}:\n{}", path.display(), tail.join("\n"))
-}
-
-/// The problems istiod reports about the files it read, with paths of
-/// the generated copy turned back into the user's.
-fn istiod_file_errors(
-    layout: &Layout,
-    fabric: &str,
-    config_dir: &Path,
-) -> Result<Vec<String>, String> {
-    let (code, body) =
-        http::get(fabric, istiod_addr(ISTIOD_MONITORING_PORT), "/debug/config_errors")?;
-    if code != 200 {
-        return Err(format!("/debug/config_errors answered {code}"));
-    }
-    let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    let generated = layout.config().display().to_string();
-    let user = config_dir.display().to_string();
-    Ok(value
-        .get("files")
-        .and_then(serde_json::Value::as_array)
-        .map(|files| {
-            files
-                .iter()
-                .filter_map(serde_json::Value::as_str)
-                .map(|e| e.replace(&generated, &user))
-                .collect()
-        })
-        .unwrap_or_default())
+    pub(super) enrolled_under: BTreeMap<String, u32>,
+    pub(super) containers: Vec<Container>,
+    pub(super) enroller: DirectEnroller,
+    pub(super) enrolled: BTreeSet<String>,
+    pub(super) status: Status,
+    pub(super) istiod_errors: Vec<String>,
+    pub(super) source_errors: Vec<String>,
 }
 
 impl Mesh {
@@ -211,10 +100,7 @@ impl Mesh {
         for pod in topology.pods() {
             let dir = layout::etc_netns(&pod.netns_name);
             std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
-            let resolv = format!(
-                "search {ns}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {DNS_IP}\noptions ndots:5\n",
-                ns = pod.namespace
-            );
+            let resolv = launch::resolv_conf(&pod.namespace);
             let path = dir.join("resolv.conf");
             std::fs::write(&path, resolv).map_err(Error::io("writing", &path))?;
         }
@@ -239,27 +125,8 @@ impl Mesh {
         generate::write(&layout.config(), &files)?;
 
         let node_names: Vec<String> = topology.nodes().iter().map(|n| n.name.clone()).collect();
-        let istiod_state = layout.istiod_state();
-        let mut istiod = Supervised::start(
-            Launch {
-                what: "istiod".into(),
-                netns: fabric.clone(),
-                argv: vec![bin_dir.join("istiod").display().to_string()],
-                env: vec![
-                    ("PATH".into(), PATH.into()),
-                    ("LOCAL_CONFIG_DIR".into(), layout.config().display().to_string()),
-                    ("LOCAL_STATE_DIR".into(), istiod_state.display().to_string()),
-                    ("LOCAL_NODES".into(), node_names.join(",")),
-                    ("GRPC_ADDRESS".into(), istiod_addr(ISTIOD_GRPC_PORT).to_string()),
-                    ("PLAINTEXT_XDS_ADDRESS".into(), "127.0.0.1:15010".into()),
-                    ("MONITORING_ADDRESS".into(), istiod_addr(ISTIOD_MONITORING_PORT).to_string()),
-                    ("LOG_LEVEL".into(), "info".into()),
-                ],
-                working_dir: None,
-                log: layout.component_log("istiod"),
-            },
-            RestartPolicy::Always,
-        )?;
+        let launch = launch::istiod(layout, &bin_dir, &fabric, &node_names);
+        let mut istiod = Supervised::start(launch, RestartPolicy::Always)?;
         log("waiting for istiod");
         wait_ready(&mut istiod, &fabric, istiod_addr(ISTIOD_MONITORING_PORT), "/ready").await?;
         let file_errors = istiod_file_errors(layout, &fabric, &config_dir).map_err(|message| {
@@ -277,27 +144,7 @@ impl Mesh {
                 std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
             }
             sockets.insert(node.name.clone(), socket.clone());
-            let launch = Launch {
-                what: format!("ztunnel {}", node.name),
-                netns: node.netns_name.clone(),
-                argv: vec![bin_dir.join("ztunnel").display().to_string()],
-                env: vec![
-                    ("PATH".into(), PATH.into()),
-                    ("CA_ADDRESS".into(), format!("{ISTIOD_HOST}:{ISTIOD_GRPC_PORT}")),
-                    ("XDS_ADDRESS".into(), format!("{ISTIOD_HOST}:{ISTIOD_GRPC_PORT}")),
-                    ("ISTIOD_DIAL_ADDRESS".into(), istiod_addr(ISTIOD_GRPC_PORT).to_string()),
-                    ("NODE_NAME".into(), node.name.clone()),
-                    ("POD_NAME".into(), format!("ztunnel-{}", node.name)),
-                    ("INSTANCE_IP".into(), node.ip.to_string()),
-                    ("ROOT_CERT_PATH".into(), layout.root_cert().display().to_string()),
-                    ("TOKEN_PATH".into(), layout.node_token(&node.name).display().to_string()),
-                    ("ZDS_SOCKET_PATH".into(), socket.display().to_string()),
-                    ("DNS_PROXY".into(), "true".into()),
-                    ("RUST_LOG".into(), "info".into()),
-                ],
-                working_dir: None,
-                log: layout.component_log(&format!("ztunnel-{}", node.name)),
-            };
+            let launch = launch::ztunnel(layout, &bin_dir, node, &socket);
             ztunnels.insert(node.name.clone(), Supervised::start(launch, RestartPolicy::Always)?);
         }
         for node in topology.nodes() {
@@ -395,32 +242,7 @@ impl Mesh {
                 continue;
             };
             for c in &pod.containers {
-                let mut env = vec![
-                    ("PATH".to_owned(), PATH.to_owned()),
-                    ("HOME".to_owned(), "/root".to_owned()),
-                    ("HOSTNAME".to_owned(), pod.name.clone()),
-                ];
-                for (name, value) in &c.env {
-                    let value = match value {
-                        EnvValue::Literal(v) => v.clone(),
-                        EnvValue::Field(field) => match field.as_str() {
-                            "metadata.name" => pod.name.clone(),
-                            "metadata.namespace" => pod.namespace.clone(),
-                            "spec.nodeName" => pod.node.clone(),
-                            "spec.serviceAccountName" => pod.service_account.clone(),
-                            _ => handle.ip.to_string(),
-                        },
-                    };
-                    env.push((name.clone(), value));
-                }
-                let launch = Launch {
-                    what: format!("container {}/{}/{}", pod.namespace, pod.name, c.name),
-                    netns: handle.netns_name.clone(),
-                    argv: c.argv.clone(),
-                    env,
-                    working_dir: c.working_dir.as_ref().map(PathBuf::from),
-                    log: self.layout.container_log(&pod.namespace, &pod.name, &c.name),
-                };
+                let launch = launch::container(&self.layout, pod, c, &handle);
                 let process = Supervised::start(launch, pod.restart)?;
                 self.containers.push(Container { pod: pod.key(), process });
             }
@@ -428,7 +250,6 @@ impl Mesh {
         Ok(())
     }
 
-    /// Supervises until killed (`down` sends SIGKILL).
     /// Supervises until SIGTERM (`down`), then stops every process it
     /// started (containers first, istiod last) and exits; `down` removes
     /// the rest.
@@ -563,130 +384,9 @@ impl Mesh {
         }
         self.source_errors = notes;
     }
-
-    fn refresh_status(&mut self, probe: bool) {
-        let s = &mut self.status;
-        s.istiod.pid = self.istiod.pid().and_then(|p| i32::try_from(p).ok());
-        if probe {
-            let fabric = layout::fabric_netns(&self.prefix);
-            s.istiod.ready = matches!(
-                http::get(&fabric, istiod_addr(ISTIOD_MONITORING_PORT), "/ready"),
-                Ok((200, _))
-            );
-            if let Ok(errors) = istiod_file_errors(&self.layout, &fabric, &self.config_dir) {
-                self.istiod_errors = errors;
-            }
-        }
-        let mut nodes = Vec::new();
-        for node in self.topology.nodes() {
-            let ztunnel = self.ztunnels.get(&node.name);
-            let previous = s.nodes.iter().find(|n| n.name == node.name).map(|n| n.ready);
-            let ready = if probe {
-                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ZTUNNEL_READY_PORT));
-                matches!(http::get(&node.netns_name, addr, "/healthz/ready"), Ok((200, _)))
-            } else {
-                previous.unwrap_or(true)
-            };
-            nodes.push(NodeStatus {
-                name: node.name.clone(),
-                netns: node.netns_name.clone(),
-                ip: node.ip.to_string(),
-                ztunnel_pid: ztunnel.and_then(Supervised::pid).and_then(|p| i32::try_from(p).ok()),
-                ready: ready && ztunnel.is_some_and(Supervised::running),
-                metrics: format!("http://{}:15020/metrics (in netns {})", node.ip, node.netns_name),
-                log: self.layout.component_log(&format!("ztunnel-{}", node.name)),
-            });
-        }
-        s.nodes = nodes;
-        s.pods = self
-            .topology
-            .pods()
-            .iter()
-            .map(|p| {
-                let key = format!("{}/{}", p.namespace, p.name);
-                let def = self.manifests.pod(&p.namespace, &p.name);
-                PodStatus {
-                    namespace: p.namespace.clone(),
-                    name: p.name.clone(),
-                    node: p.node.clone(),
-                    ip: p.ip.to_string(),
-                    netns: p.netns_name.clone(),
-                    service_account: def.map(|d| d.service_account.clone()).unwrap_or_default(),
-                    enrolled: self.enrolled.contains(&key),
-                    ready: self
-                        .containers
-                        .iter()
-                        .filter(|c| c.pod == key)
-                        .all(|c| c.process.running()),
-                    containers: self
-                        .containers
-                        .iter()
-                        .filter(|c| c.pod == key)
-                        .map(|c| ContainerStatus {
-                            name: c
-                                .process
-                                .launch
-                                .what
-                                .rsplit('/')
-                                .next()
-                                .unwrap_or_default()
-                                .to_owned(),
-                            pid: c.process.pid().and_then(|p| i32::try_from(p).ok()),
-                            running: c.process.running(),
-                            restarts: c.process.restarts,
-                            last_exit: c.process.last_exit.clone(),
-                            log: c.process.launch.log.clone(),
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        s.services = self
-            .manifests
-            .services
-            .iter()
-            .map(|svc| ServiceStatus {
-                namespace: svc.namespace.clone(),
-                name: svc.name.clone(),
-                cluster_ip: svc
-                    .cluster_ip
-                    .clone()
-                    .or_else(|| {
-                        self.service_ips.get(&svc.namespace, &svc.name).map(|ip| ip.to_string())
-                    })
-                    .unwrap_or_default(),
-            })
-            .collect();
-        s.config_errors = self.source_errors.iter().chain(&self.istiod_errors).cloned().collect();
-    }
 }
 
 /// The pod namespace name `Topology` gives.
 fn pod_netns(prefix: &str, pod: &PodDef) -> String {
     format!("{prefix}-pod-{}-{}", pod.namespace, pod.name)
-}
-
-fn ip(args: &[&str]) -> Result<(), Error> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|source| Error::Spawn { what: "ip".into(), source })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Command {
-            command: format!("ip {}", args.join(" ")),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn timestamps_are_utc_dates() {
-        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(super::utc(1_795_796_431), "2026-11-27T16:20:31Z");
-    }
 }
