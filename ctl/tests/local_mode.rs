@@ -57,6 +57,8 @@ impl Mesh {
         }
         let state = dir.path().join("state");
         let prefix = format!("{tag}{}", std::process::id() % 10_000);
+        // A crashed earlier run with the same pid must not block this one.
+        mesh_netns::Topology::remove_leftovers(&prefix).unwrap();
         Self { _dir: dir, config, state, prefix }
     }
 
