@@ -68,7 +68,17 @@ pub(crate) fn up(args: &UpArgs) -> Result<ExitCode, Error> {
         )));
     }
     let config = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
-    manifest::load(&config).map_err(Error::Config)?;
+    let manifests = manifest::load(&config).map_err(Error::Config)?;
+    // Unix socket paths are limited to 107 bytes (sun_path).
+    for node in manifests.nodes() {
+        let socket = layout.zds_socket(&node);
+        if socket.as_os_str().len() > 107 {
+            return Err(Error::State(format!(
+                "the ZDS socket path {} is longer than 107 bytes; use a shorter --state",
+                socket.display()
+            )));
+        }
+    }
 
     std::fs::create_dir_all(layout.logs()).map_err(Error::io("creating", layout.logs()))?;
     let record =
