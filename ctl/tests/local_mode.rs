@@ -278,6 +278,30 @@ fn down_cleans_up_after_the_supervisor_is_killed() {
     let mesh = Mesh::new("lk");
     let out = mesh.up();
     assert!(out.status.success(), "up: {}", text(&out));
+    // A pod added while running gets a namespace, an address, enrolment
+    // and its containers; removed, its containers stop.
+    mesh.write(
+        "late.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: late, namespace: demo}\n\
+         spec:\n  nodeName: node-a\n  serviceAccountName: client\n  containers:\n  - {name: idle, command: [sleep, infinity]}\n",
+    );
+    mesh.eventually("late", true, 20);
+    let late =
+        |s: &Value| s["pods"].as_array().unwrap().iter().find(|p| p["name"] == "late").cloned();
+    let added = late(&mesh.status()).unwrap();
+    assert_eq!(added["enrolled"], true, "{added:#}");
+    assert!(added["ip"].as_str().unwrap().starts_with("10.244.0."), "{added:#}");
+    std::fs::remove_file(mesh.config.join("late.yaml")).unwrap();
+    let mut stopped = false;
+    for _ in 0..40 {
+        if late(&mesh.status()).unwrap()["containers"][0]["running"] == false {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(stopped, "{:#}", mesh.status());
+
     let pids = Mesh::pids(&mesh.status());
     let supervisor = pids[0];
     nix::sys::signal::kill(

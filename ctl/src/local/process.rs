@@ -157,6 +157,12 @@ impl Supervised {
         }
     }
 
+    /// Stops it for good: SIGTERM now, never restarted (reaped by `tick`).
+    pub(crate) fn retire(&mut self) {
+        self.policy = RestartPolicy::Never;
+        self.signal(Signal::SIGTERM);
+    }
+
     /// Waits for it to exit (after SIGKILL).
     pub(crate) fn reap(&mut self) {
         if let Some(mut child) = self.child.take() {

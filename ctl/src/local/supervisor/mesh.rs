@@ -58,6 +58,10 @@ pub(crate) struct Mesh {
     pub(super) status: Status,
     pub(super) istiod_errors: Vec<String>,
     pub(super) source_errors: Vec<String>,
+    /// Pods added while running, started after their enrolment.
+    pub(super) pending: Vec<PodDef>,
+    /// Pods removed while running (containers stopped).
+    pub(super) retired: BTreeSet<String>,
 }
 
 impl Mesh {
@@ -98,11 +102,7 @@ impl Mesh {
         let fabric = layout::fabric_netns(&prefix);
         ip(&["-n", &fabric, "addr", "add", &format!("{ISTIOD_IP}/24"), "dev", "br0"])?;
         for pod in topology.pods() {
-            let dir = layout::etc_netns(&pod.netns_name);
-            std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
-            let resolv = launch::resolv_conf(&pod.namespace);
-            let path = dir.join("resolv.conf");
-            std::fs::write(&path, resolv).map_err(Error::io("writing", &path))?;
+            write_resolv_conf(&pod.netns_name, &pod.namespace)?;
         }
 
         let mut mesh_status = status;
@@ -171,6 +171,8 @@ impl Mesh {
             status: mesh_status,
             istiod_errors: Vec::new(),
             source_errors: Vec::new(),
+            pending: Vec::new(),
+            retired: BTreeSet::new(),
         };
         // Enrol before the apps start, so their first packets are captured.
         mesh.enroll_missing(true).await?;
@@ -235,9 +237,38 @@ impl Mesh {
         Ok(())
     }
 
+    /// A pod that appeared while running: its namespace, address and
+    /// resolv.conf now; enrolled and started by the next loop turn.
+    fn add_pod(&mut self, pod: &PodDef) -> Result<(), Error> {
+        if self.topology.node(&pod.node).is_none() {
+            return Err(Error::State(format!(
+                "node {} is new: nodes are created at `up` (run `down` and `up`)",
+                pod.node
+            )));
+        }
+        let key = pod.key();
+        let mut record: Record = record::load(&self.layout.record())?.unwrap_or_default();
+        record.outside_files.push(layout::etc_netns(&pod_netns(&self.prefix, pod)));
+        record::save(&self.layout.record(), &record)?;
+        let spec = PodSpec {
+            node: pod.node.clone(),
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+        };
+        self.topology.add_pod(&spec)?;
+        write_resolv_conf(&pod_netns(&self.prefix, pod), &pod.namespace)?;
+        log(format_args!("Pod {key}: added on {}", pod.node));
+        self.pending.push(pod.clone());
+        Ok(())
+    }
+
     fn start_containers(&mut self) -> Result<(), Error> {
         let pods: Vec<PodDef> = self.manifests.pods.clone();
-        for pod in &pods {
+        self.start_pods(&pods)
+    }
+
+    fn start_pods(&mut self, pods: &[PodDef]) -> Result<(), Error> {
+        for pod in pods {
             let Some(handle) = self.topology.pod(&pod.namespace, &pod.name).cloned() else {
                 continue;
             };
@@ -278,6 +309,10 @@ impl Mesh {
             if tick.is_multiple_of(2) {
                 self.resync();
                 if let Err(e) = self.enroll_missing(false).await {
+                    log(e);
+                }
+                let pending = std::mem::take(&mut self.pending);
+                if let Err(e) = self.start_pods(&pending) {
                     log(e);
                 }
             }
@@ -332,10 +367,15 @@ impl Mesh {
         let mut notes = Vec::new();
         for pod in &manifests.pods {
             if self.topology.pod(&pod.namespace, &pod.name).is_none() {
-                notes.push(format!(
-                    "Pod {}: added while running; pods start with the next `ambientctl local up` (run `down` first)",
-                    pod.key()
-                ));
+                if let Err(e) = self.add_pod(pod) {
+                    notes.push(format!("Pod {}: added while running, but: {e}", pod.key()));
+                }
+            } else if self.retired.remove(&pod.key()) {
+                // Removed, then added again: fresh containers in its namespace.
+                let key = pod.key();
+                self.containers.retain(|c| c.pod != key);
+                log(format_args!("Pod {key}: added again"));
+                self.pending.push(pod.clone());
             } else if self
                 .manifests
                 .pod(&pod.namespace, &pod.name)
@@ -369,6 +409,19 @@ impl Mesh {
             Ok(false) => {}
             Err(e) => notes.push(e.to_string()),
         }
+        for old in &self.manifests.pods {
+            let key = old.key();
+            if manifests.pod(&old.namespace, &old.name).is_none() && !self.retired.contains(&key) {
+                log(format_args!(
+                    "Pod {key}: removed; stopping its containers (its namespace stays until `down`)"
+                ));
+                self.containers
+                    .iter_mut()
+                    .filter(|c| c.pod == key)
+                    .for_each(|c| c.process.retire());
+                self.retired.insert(key);
+            }
+        }
         // Keep the started pods' definitions; take labels and annotations.
         let mut next = manifests;
         for pod in &mut next.pods {
@@ -384,6 +437,15 @@ impl Mesh {
         }
         self.source_errors = notes;
     }
+}
+
+/// `/etc/netns/<netns>/resolv.conf`, which `ip netns exec` mounts over
+/// the pod's `/etc/resolv.conf`.
+fn write_resolv_conf(netns: &str, namespace: &str) -> Result<(), Error> {
+    let dir = layout::etc_netns(netns);
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    let path = dir.join("resolv.conf");
+    std::fs::write(&path, launch::resolv_conf(namespace)).map_err(Error::io("writing", &path))
 }
 
 /// The pod namespace name `Topology` gives.
