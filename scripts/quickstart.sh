@@ -77,7 +77,7 @@ echo "== report"
 echo "requests: client -> server: $allowed (allowed); intruder -> server: $denied"
 echo "identities in node-b's ztunnel access log ($state/logs/ztunnel-node-b.log):"
 strip < "$state/logs/ztunnel-node-b.log" | grep -E 'access: connection (complete|refused)' \
-    | sed -E 's/.*src.identity=([^ ]+).*access: (connection [a-z]+)( .*error=(.*))?/  \1: \2 \4/' | sed -e 's/ ""$//' | sort | uniq -c
+    | sed -E 's/.*src.identity=([^ ]+).*access: (connection [a-z]+)( .*error=(.*))?/  \1: \2 \4/' | sed -E 's/(connection complete).*/\1/' | sort | uniq -c
 echo "istio_tcp_connections_opened_total on node-b (ip netns exec $node_b curl http://127.0.0.1:15020/metrics):"
 ip netns exec "$node_b" python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1:15020/metrics").read().decode())' \
     | grep '^istio_tcp_connections_opened_total' \
