@@ -1,30 +1,88 @@
 #!/usr/bin/env bash
-# What the project can show today, end to end, in one command:
-#   1. builds the real test peers (etcd, kube-apiserver, helm, h2spec) once;
-#   2. proves our protobufs match upstream Istio/Envoy field by field;
-#   3. starts a real kube-apiserver, installs our CRDs, applies ordinary Istio
-#      and Gateway API manifests, and watches an ambient-enrolled namespace;
-#   4. (as root) builds two simulated nodes and their pods out of network
-#      namespaces and sends traffic pod to pod through two ztunnels: captured
-#      by iptables, carried as HBONE over mutual TLS, allowed or denied by L4
-#      policy, counted in Istio's metrics.
-# `ambientctl local up` (a whole mesh from a directory of YAML) comes later.
+# The whole mesh on one machine, in one command (as root):
+#   1. builds ambientctl, istiod and ztunnel (debug; cached in CARGO_TARGET_DIR);
+#   2. `ambientctl local up --config examples/local-demo`: istiod, two nodes
+#      (network namespaces) with a ztunnel each, and three pods run as
+#      processes: a python3 HTTP server on node-b, and `client` and
+#      `intruder` on node-a;
+#   3. sends one request from each client to http://server.demo.svc.cluster.local/
+#      through both ztunnels (HBONE, mutual TLS): the L4 AuthorizationPolicy
+#      allows the client's service account and denies the intruder's;
+#   4. prints a short report (requests, identities from ztunnel's access log
+#      and metrics, where logs and metrics are), then `ambientctl local down`
+#      removes everything. `--keep` leaves the mesh running instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+keep=false
+for arg in "$@"; do
+    case "$arg" in
+        --keep) keep=true ;;
+        *) echo "usage: $0 [--keep]" >&2; exit 2 ;;
+    esac
+done
+[[ $(id -u) == 0 ]] || { echo "quickstart: run as root (network namespaces and iptables need it)" >&2; exit 1; }
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ambient-mesh/target}"
+state="${AMBIENT_STATE:-/var/run/ambient-mesh-demo}"
+bin="$CARGO_TARGET_DIR/debug"
 
-echo "== building test peers (cached; minutes the first time, seconds after)"
-scripts/test-peers.sh
+echo "== building ambientctl, istiod and ztunnel"
+cargo build -q --locked -p ambientctl -p istiod -p ztunnel --bins
 
-echo "== wire compatibility with upstream Istio and Envoy"
-cargo test -q -p mesh-proto --test wire_compat
+ctl() { "$bin/ambientctl" local "$1" --state "$state" "${@:2}"; }
+strip() { sed -e 's/\x1b\[[0-9;]*m//g'; }
 
-echo "== real kube-apiserver: CRDs, user manifests, ambient namespace watch; istiod -> ztunnel over xDS"
-cargo test -q -p mesh-e2e
+if [[ -e "$state/state.json" ]]; then
+    echo "== a previous demo mesh is recorded in $state: taking it down first"
+    ctl down
+fi
+if ! $keep; then
+    trap 'echo "== ambientctl local down"; ctl down' EXIT
+fi
 
-echo "== two simulated nodes: pod to pod through ztunnel (HBONE mTLS, policy, metrics)"
-cargo test -q -p ztunnel --test inpod_e2e
+echo "== ambientctl local up --config examples/local-demo --state $state"
+ctl up --config examples/local-demo
 
+# GET the server from a pod; prints the HTTP status, or "denied" when the
+# connection is refused or reset.
+get() {
+    ctl exec "$1" -n demo -- python3 -c '
+import sys, urllib.request
+try:
+    print(urllib.request.urlopen("http://server.demo.svc.cluster.local/", timeout=5).status)
+except Exception as e:
+    print("denied (%s)" % type(e).__name__); sys.exit(1)'
+}
+
+echo "== client -> server (service account client: allowed by policy)"
+allowed=""
+for _ in $(seq 1 20); do
+    if allowed=$(get client); then break; fi
+    sleep 0.5
+done
+echo "   $allowed"
+[[ "$allowed" == 200 ]] || { echo "quickstart: the client was not let through" >&2; exit 1; }
+
+echo "== intruder -> server (service account intruder: denied by policy)"
+if denied=$(get intruder); then
+    echo "quickstart: the intruder got through ($denied)" >&2; exit 1
+fi
+echo "   $denied"
+
+node_b=$(ctl status -o json | python3 -c 'import json,sys; print(next(n["netns"] for n in json.load(sys.stdin)["nodes"] if n["name"] == "node-b"))')
+sleep 0.5
 echo
-echo "Quickstart done: protobufs match upstream; pods talk through ztunnel over HBONE mTLS; CRDs and user manifests accepted by kube-apiserver $("$(scripts/test-peers.sh --print-dir)/kube-apiserver" --version | awk '{print $2}')."
+echo "== report"
+echo "requests: client -> server: $allowed (allowed); intruder -> server: $denied"
+echo "identities in node-b's ztunnel access log ($state/logs/ztunnel-node-b.log):"
+strip < "$state/logs/ztunnel-node-b.log" | grep -E 'access: connection (complete|refused)' \
+    | sed -E 's/.*src.identity=([^ ]+).*access: (connection [a-z]+)( .*error=(.*))?/  \1: \2 \4/' | sed -E 's/(connection complete).*/\1/' | sort | uniq -c
+echo "istio_tcp_connections_opened_total on node-b (ip netns exec $node_b curl http://127.0.0.1:15020/metrics):"
+ip netns exec "$node_b" python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1:15020/metrics").read().decode())' \
+    | grep '^istio_tcp_connections_opened_total' \
+    | sed -E 's/.*source_principal="([^"]+)".*connection_security_policy="([^"]+)"\} ([0-9]+)/  \1 -> server: \3 connection(s), \2/'
+echo "logs: $state/logs (ambientctl local logs POD -n demo --state $state); status: ambientctl local status --state $state"
+if $keep; then
+    echo "the mesh keeps running; stop it with: $bin/ambientctl local down --state $state"
+fi

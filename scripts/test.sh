@@ -15,6 +15,9 @@ cargo deny --log-level error check bans licenses sources
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
+# ambientctl's tests run the istiod and ztunnel binaries found beside it;
+# `cargo test --workspace` builds them too, this says so explicitly.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 scripts/fuzz-build.sh || status=$?   # fuzz targets build and survive a few thousand runs
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }

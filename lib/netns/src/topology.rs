@@ -178,7 +178,9 @@ impl Topology {
         Ok(())
     }
 
-    fn add_pod(&mut self, spec: &PodSpec) -> Result<(), TopologyError> {
+    /// Adds a pod on an existing node (also after `build`; local mode adds
+    /// pods that appear while it runs). Addresses are never reused.
+    pub fn add_pod(&mut self, spec: &PodSpec) -> Result<(), TopologyError> {
         let (node_index, node) = self
             .nodes
             .iter()
