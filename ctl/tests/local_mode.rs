@@ -257,6 +257,39 @@ fn two_node_mesh_carries_traffic_follows_policy_edits_and_goes_down_cleanly() {
         text(&logs)
     );
 
+    // Relabelling enrols and releases a pod while the mesh runs (the node
+    // agent acts on the new labels), once the directory is valid again.
+    std::fs::remove_file(mesh.config.join("broken.yaml")).unwrap();
+    let crashy_enrolled = |status: &Value| {
+        status["pods"].as_array().unwrap().iter().find(|p| p["name"] == "crashy").unwrap()["enrolled"]
+            .as_bool()
+            .unwrap()
+    };
+    let original = std::fs::read_to_string(mesh.config.join("crashy.yaml")).unwrap();
+    for (label, want) in [("ambient", true), ("none", false)] {
+        mesh.write(
+            "crashy.yaml",
+            &original.replace("dataplane-mode: none", &format!("dataplane-mode: {label}")),
+        );
+        let mut now = !want;
+        for _ in 0..60 {
+            now = crashy_enrolled(&mesh.status());
+            if now == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if now != want {
+            let log = mesh.ctl(&["logs", "supervisor"]);
+            let log = String::from_utf8_lossy(&log.stdout).into_owned();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "crashy with dataplane-mode {label}: enrolled={now}; supervisor log (newest first):\n{}",
+                tail.join("\n")
+            );
+        }
+    }
+
     // A ztunnel that dies is restarted and its pods enrolled again.
     let ztunnel_b = |s: &Value| {
         s["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "node-b").unwrap()["ztunnel_pid"].clone()

@@ -1,95 +1,172 @@
-//! Handing pods to their node's ztunnel.
+//! Handing pods to their node's ztunnel through the CNI node agent.
 //!
-//! [`Enroller`] is the seam for the CNI node agent (`mesh-cni agent`,
-//! being built separately): once it runs per node, the supervisor starts it
-//! in each node namespace and [`DirectEnroller`] is replaced by an
-//! implementation that does nothing (the agent watches the pods itself).
-//! Until then [`DirectEnroller`] does what the agent will: installs the
-//! capture rules in the pod's namespace (`mesh_cni::Backend::apply`) and
-//! sends ZDS `Add` with the namespace's fd over the node's ZDS socket. The
-//! ZDS connections stay open for the supervisor's lifetime.
+//! Each simulated node gets its own `mesh_cni::agent::Agent`, run inside
+//! the supervisor and fed by a local pod source: the supervisor reports
+//! every pod of the node (labels, annotations, namespace file, address)
+//! and every namespace's labels, and the agent decides what is in the mesh
+//! (`istio.io/dataplane-mode` on the pod, else its namespace; `none` opts
+//! out; `ambient.istio.io/dns-capture=false` keeps DNS out), installs the
+//! capture rules, hands the pod to ztunnel over ZDS and waits for its Ack.
+//! Relabelling a pod or namespace enrols or releases it while running, and
+//! a restarted ztunnel gets a fresh snapshot from the agent.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use mesh_cni::zds::{WorkloadInfo, ZdsClient};
-use mesh_cni::{Backend, CaptureConfig};
-use mesh_netns::Netns;
+use mesh_cni::Backend;
+use mesh_cni::agent::{Agent, AgentConfig, Labels, LocalPods, LocalPodsHandle, PodInfo, PodState};
 
 use super::error::Error;
 
-/// A pod to enrol.
-#[derive(Debug, Clone)]
+/// A pod as the supervisor reports it to its node's agent.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PodEnrolment {
     pub(crate) namespace: String,
     pub(crate) name: String,
     pub(crate) service_account: String,
     pub(crate) node: String,
     pub(crate) netns: String,
+    pub(crate) ip: IpAddr,
+    pub(crate) labels: BTreeMap<String, String>,
     pub(crate) annotations: BTreeMap<String, String>,
+    pub(crate) containers: Vec<String>,
 }
 
 impl PodEnrolment {
-    fn key(&self) -> String {
+    /// The pod's ZDS uid (local pods have no API server uid).
+    pub(crate) fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
-}
 
-/// Puts pods in the mesh (capture + hand-off to the node's ztunnel).
-pub(crate) trait Enroller {
-    async fn enroll(&mut self, pod: &PodEnrolment) -> Result<(), Error>;
-
-    /// The node's ztunnel restarted: its pods are enrolled again next.
-    fn node_restarted(&mut self, _node: &str) {}
-}
-
-/// Rules + ZDS from ambientctl itself (what the node agent will do).
-#[derive(Debug)]
-pub(crate) struct DirectEnroller {
-    backend: Backend,
-    /// Node -> its ZDS socket.
-    sockets: BTreeMap<String, PathBuf>,
-    clients: BTreeMap<String, ZdsClient>,
-}
-
-impl DirectEnroller {
-    pub(crate) fn new(backend: Backend, sockets: BTreeMap<String, PathBuf>) -> Self {
-        Self { backend, sockets, clients: BTreeMap::new() }
+    fn info(&self) -> PodInfo {
+        PodInfo {
+            uid: self.key(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            service_account: self.service_account.clone(),
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            containers: self.containers.clone(),
+            ips: vec![self.ip],
+            netns: Some(PathBuf::from("/var/run/netns").join(&self.netns)),
+            host_network: false,
+            finished: false,
+        }
     }
 }
 
-impl Enroller for DirectEnroller {
-    fn node_restarted(&mut self, node: &str) {
-        // The old connection went with the old process.
-        self.clients.remove(node);
+/// One node's agent and what it was last told.
+struct NodeAgent {
+    agent: Agent,
+    pods: LocalPodsHandle,
+    told_pods: BTreeMap<String, PodEnrolment>,
+    told_namespaces: BTreeMap<String, Labels>,
+    synced: bool,
+}
+
+/// The agents of every node.
+pub(crate) struct Enroller {
+    nodes: BTreeMap<String, NodeAgent>,
+}
+
+impl std::fmt::Debug for Enroller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enroller").field("nodes", &self.nodes.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+fn agent_error(node: &str, message: impl std::fmt::Display) -> Error {
+    Error::Enroll { pod: format!("(node {node})"), message: message.to_string() }
+}
+
+impl Enroller {
+    /// Starts one agent per node, talking to that node's ztunnel at its ZDS
+    /// socket.
+    pub(crate) async fn start(
+        backend: Backend,
+        sockets: BTreeMap<String, PathBuf>,
+    ) -> Result<Self, Error> {
+        let mut nodes = BTreeMap::new();
+        for (node, socket) in sockets {
+            let (source, pods) = LocalPods::new();
+            let mut config = AgentConfig::new(socket);
+            config.backend = backend;
+            let agent = Agent::start(config, source).await.map_err(|e| agent_error(&node, e))?;
+            nodes.insert(
+                node,
+                NodeAgent {
+                    agent,
+                    pods,
+                    told_pods: BTreeMap::new(),
+                    told_namespaces: BTreeMap::new(),
+                    synced: false,
+                },
+            );
+        }
+        Ok(Self { nodes })
     }
 
-    async fn enroll(&mut self, pod: &PodEnrolment) -> Result<(), Error> {
-        let fail = |message: String| Error::Enroll { pod: pod.key(), message };
-        let netns = Netns::named(&pod.netns).map_err(|e| fail(e.to_string()))?;
-        let capture = CaptureConfig::default().for_pod(&pod.annotations);
-        self.backend.apply(&netns, &capture).map_err(|e| fail(format!("capture rules: {e}")))?;
-        if !self.clients.contains_key(&pod.node) {
-            let socket = self
-                .sockets
-                .get(&pod.node)
-                .ok_or_else(|| fail(format!("no ztunnel on node {}", pod.node)))?;
-            let client = ZdsClient::connect(socket)
-                .await
-                .map_err(|e| fail(format!("ZDS {}: {e}", socket.display())))?;
-            self.clients.insert(pod.node.clone(), client);
+    /// Reports the current pods and namespace labels to every node's agent
+    /// (only what changed since the last call).
+    pub(crate) async fn sync(
+        &mut self,
+        pods: &[PodEnrolment],
+        namespaces: &BTreeMap<String, Labels>,
+    ) -> Result<(), Error> {
+        for (node, state) in &mut self.nodes {
+            for (name, labels) in namespaces {
+                if state.told_namespaces.get(name) != Some(labels) {
+                    state
+                        .pods
+                        .set_namespace(name, labels.clone())
+                        .await
+                        .map_err(|e| agent_error(node, e))?;
+                    state.told_namespaces.insert(name.clone(), labels.clone());
+                }
+            }
+            let mine: BTreeMap<String, &PodEnrolment> =
+                pods.iter().filter(|p| &p.node == node).map(|p| (p.key(), p)).collect();
+            for (key, pod) in &mine {
+                if state.told_pods.get(key) != Some(*pod) {
+                    state.pods.upsert_pod(pod.info()).await.map_err(|e| agent_error(node, e))?;
+                    state.told_pods.insert(key.clone(), (*pod).clone());
+                }
+            }
+            let gone: Vec<String> =
+                state.told_pods.keys().filter(|k| !mine.contains_key(*k)).cloned().collect();
+            for key in gone {
+                state.pods.remove_pod(&key).await.map_err(|e| agent_error(node, e))?;
+                state.told_pods.remove(&key);
+            }
+            if !state.synced {
+                state.pods.synced().await.map_err(|e| agent_error(node, e))?;
+                state.synced = true;
+            }
         }
-        let client = self.clients.get_mut(&pod.node).ok_or_else(|| fail("no ZDS client".into()))?;
-        let info = WorkloadInfo {
-            name: pod.name.clone(),
-            namespace: pod.namespace.clone(),
-            service_account: pod.service_account.clone(),
-        };
-        let result = client.add(&pod.key(), info, netns.file()).await;
-        if result.is_err() {
-            // A broken client refuses further requests: reconnect next time.
-            self.clients.remove(&pod.node);
-        }
-        result.map_err(|e| fail(format!("ZDS add: {e}")))
+        Ok(())
+    }
+
+    /// Waits until the agent of `pod`'s node reports it enrolled.
+    pub(crate) async fn wait_enrolled(
+        &self,
+        pod: &PodEnrolment,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let state = self.nodes.get(&pod.node).ok_or_else(|| Error::Enroll {
+            pod: pod.key(),
+            message: format!("no agent on node {}", pod.node),
+        })?;
+        state
+            .agent
+            .wait_for(&pod.key(), PodState::Enrolled, timeout)
+            .await
+            .map_err(|e| Error::Enroll { pod: pod.key(), message: e.to_string() })
+    }
+
+    /// Whether the pod is in the mesh now.
+    pub(crate) fn enrolled(&self, node: &str, key: &str) -> bool {
+        self.nodes.get(node).and_then(|n| n.agent.state(key)) == Some(PodState::Enrolled)
     }
 }

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// How long `up` waits for a pod's node agent to enrol it.
+const ENROL_TIMEOUT: Duration = Duration::from_secs(30);
+
 use mesh_netns::{NodeSpec, PodSpec, Topology};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
@@ -18,7 +21,7 @@ use super::probe::{
     istiod_file_errors, log, wait_ready,
 };
 use crate::cli::UpArgs;
-use crate::local::enroll::{DirectEnroller, Enroller, PodEnrolment};
+use crate::local::enroll::{Enroller, PodEnrolment};
 use crate::local::error::Error;
 use crate::local::generate::{self, Additions, ServiceIps};
 use crate::local::layout::{self, ISTIOD_IP, Layout};
@@ -50,11 +53,8 @@ pub(crate) struct Mesh {
     pub(super) service_ips: ServiceIps,
     pub(super) istiod: Supervised,
     pub(super) ztunnels: BTreeMap<String, Supervised>,
-    /// Ztunnel restart counts the pods were enrolled under.
-    pub(super) enrolled_under: BTreeMap<String, u32>,
     pub(super) containers: Vec<Container>,
-    pub(super) enroller: DirectEnroller,
-    pub(super) enrolled: BTreeSet<String>,
+    pub(super) enroller: Enroller,
     pub(super) status: Status,
     pub(super) istiod_errors: Vec<String>,
     pub(super) source_errors: Vec<String>,
@@ -164,10 +164,8 @@ impl Mesh {
             service_ips,
             istiod,
             ztunnels,
-            enrolled_under: BTreeMap::new(),
             containers: Vec::new(),
-            enroller: DirectEnroller::new(preflight::backend(), sockets),
-            enrolled: BTreeSet::new(),
+            enroller: Enroller::start(preflight::backend(), sockets).await?,
             status: mesh_status,
             istiod_errors: Vec::new(),
             source_errors: Vec::new(),
@@ -190,48 +188,36 @@ impl Mesh {
         Ok(mesh)
     }
 
-    /// Enrols every ambient pod not (or no longer) enrolled whose node's
-    /// ztunnel runs. At start-up (`strict`) a failure is fatal.
+    /// Reports every pod and namespace to the node agents, which enrol
+    /// and release pods as their labels say. At start-up (`strict`) every
+    /// ambient pod must be enrolled before its containers start.
     async fn enroll_missing(&mut self, strict: bool) -> Result<(), Error> {
-        let mut wanted = Vec::new();
+        let mut pods = Vec::new();
         for pod in self.topology.pods() {
-            let key = format!("{}/{}", pod.namespace, pod.name);
-            let restarts = self.ztunnels.get(&pod.node).map(|z| z.restarts).unwrap_or_default();
-            if self.enrolled_under.get(&key).is_some_and(|r| *r != restarts) {
-                // Its ztunnel restarted and lost its pods.
-                self.enrolled.remove(&key);
-                self.enrolled_under.remove(&key);
-                self.enroller.node_restarted(&pod.node);
-            }
             let Some(def) = self.manifests.pod(&pod.namespace, &pod.name) else { continue };
-            if self.enrolled.contains(&key) || !self.manifests.ambient(def) {
-                continue;
-            }
-            if !self.ztunnels.get(&pod.node).is_some_and(Supervised::running) {
-                continue;
-            }
-            wanted.push((
-                key,
-                restarts,
-                PodEnrolment {
-                    namespace: pod.namespace.clone(),
-                    name: pod.name.clone(),
-                    service_account: def.service_account.clone(),
-                    node: pod.node.clone(),
-                    netns: pod.netns_name.clone(),
-                    annotations: def.annotations.clone(),
-                },
-            ));
+            pods.push(PodEnrolment {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                service_account: def.service_account.clone(),
+                node: pod.node.clone(),
+                netns: pod.netns_name.clone(),
+                ip: pod.ip.into(),
+                labels: def.labels.clone(),
+                annotations: def.annotations.clone(),
+                containers: def.containers.iter().map(|c| c.name.clone()).collect(),
+            });
         }
-        for (key, restarts, pod) in wanted {
-            match self.enroller.enroll(&pod).await {
-                Ok(()) => {
-                    log(format_args!("enrolled pod {key} on {}", pod.node));
-                    self.enrolled.insert(key.clone());
-                    self.enrolled_under.insert(key, restarts);
+        self.enroller.sync(&pods, &self.manifests.namespaces).await?;
+        if strict {
+            for pod in &pods {
+                let ambient = self
+                    .manifests
+                    .pod(&pod.namespace, &pod.name)
+                    .is_some_and(|def| self.manifests.ambient(def));
+                if ambient {
+                    self.enroller.wait_enrolled(pod, ENROL_TIMEOUT).await?;
+                    log(format_args!("enrolled pod {} on {}", pod.key(), pod.node));
                 }
-                Err(e) if strict => return Err(e),
-                Err(e) => log(e),
             }
         }
         Ok(())

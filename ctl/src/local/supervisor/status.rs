@@ -59,7 +59,7 @@ impl Mesh {
                     ip: p.ip.to_string(),
                     netns: p.netns_name.clone(),
                     service_account: def.map(|d| d.service_account.clone()).unwrap_or_default(),
-                    enrolled: self.enrolled.contains(&key),
+                    enrolled: self.enroller.enrolled(&p.node, &key),
                     ready: self
                         .containers
                         .iter()
