@@ -25,6 +25,10 @@ struct Book {
     seen: HashSet<String>,
 }
 
+/// How long a DelWorkload waits for the pod's connections to close before
+/// it is acknowledged anyway.
+const DEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Turns ZDS requests into pod proxies.
 #[derive(Debug)]
 pub(crate) struct Pods {
@@ -122,6 +126,9 @@ impl Pods {
                 Ok(())
             }
             ZdsRequest::Del { uid } => {
+                // Ack only once the pod's connections are closed: the agent
+                // removes the capture rules after the ack.
+                self.proxies.remove_and_wait(&uid, DEL_GRACE).await;
                 self.remove(&uid);
                 Ok(())
             }

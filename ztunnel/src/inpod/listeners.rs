@@ -34,6 +34,41 @@ where
     });
 }
 
+/// Makes an accepted connection end with a reset if its task is cut short
+/// (the pod was removed), and with a normal close otherwise. It keeps a
+/// duplicate of the socket's descriptor with `SO_LINGER` 0: when the task
+/// is dropped mid-way, this is the last descriptor closed, so the peer (the
+/// application, for 15001) gets an RST and cannot keep writing on a
+/// connection that is no longer redirected; a task that finishes first
+/// restores the default linger before the descriptor goes.
+pub(crate) struct ResetIfCut {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl ResetIfCut {
+    pub(crate) fn arm(stream: &TcpStream) -> Option<Self> {
+        use std::os::fd::AsFd;
+        let armed = stream.as_fd().try_clone_to_owned().and_then(|fd| {
+            socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO))?;
+            Ok(Self { fd })
+        });
+        match armed {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot arm reset-on-cut for a connection");
+                None
+            }
+        }
+    }
+
+    /// The connection ended on its own: close it normally.
+    pub(crate) fn disarm(self) {
+        if let Err(e) = socket2::SockRef::from(&self.fd).set_linger(None) {
+            tracing::debug!(error = %e, "restoring the default linger");
+        }
+    }
+}
+
 /// Why an inbound connection ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -118,7 +153,14 @@ impl PodListeners {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    spawn_until(self.stop.clone(), handle(Arc::clone(&self), stream, peer));
+                    let reset = ResetIfCut::arm(&stream);
+                    let work = handle(Arc::clone(&self), stream, peer);
+                    spawn_until(self.stop.clone(), async move {
+                        work.await;
+                        if let Some(reset) = reset {
+                            reset.disarm();
+                        }
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(pod = %self.pod.uid, listener = name, error = %e, "accept failed");

@@ -85,7 +85,9 @@ pub(crate) struct NodeProxy {
 /// One enrolled pod: dropping `stop` ends its listeners and connections.
 #[derive(Debug)]
 struct Pod {
-    _stop: watch::Sender<()>,
+    /// Every task of the pod holds a receiver: a send (or dropping this)
+    /// ends them, and `closed()` says when the last one is gone.
+    stop: watch::Sender<()>,
     /// Dropping it closes the pod's listeners but not its connections.
     accepting: Option<watch::Sender<()>>,
     /// The workload uid its pooled HBONE connections are keyed by.
@@ -219,7 +221,7 @@ impl PodProxies {
         tracing::info!(pod = uid, netns = %netns.path().display(), "pod enrolled");
         self.pods.lock().unwrap_or_else(PoisonError::into_inner).insert(
             uid.to_owned(),
-            Pod { _stop: stop_tx, accepting: Some(accepting_tx), workload_uid },
+            Pod { stop: stop_tx, accepting: Some(accepting_tx), workload_uid },
         );
         Ok(())
     }
@@ -228,11 +230,30 @@ impl PodProxies {
     /// dropped, and its pooled HBONE connections are forgotten (each closes
     /// as its last stream ends). Returns whether the pod was known.
     pub fn remove(&self, uid: &str) -> bool {
+        self.take(uid).is_some()
+    }
+
+    /// As [`Self::remove`], then waits (up to `grace`) until every task of
+    /// the pod has ended, so that each application connection it carried
+    /// is closed (reset, when cut short) before the caller acknowledges the
+    /// removal and the CNI agent takes the capture rules away. Without the
+    /// wait, an application could still write on a connection whose
+    /// redirect is gone, and those bytes would leave the pod in plaintext.
+    pub async fn remove_and_wait(&self, uid: &str, grace: std::time::Duration) -> bool {
+        let Some(pod) = self.take(uid) else { return false };
+        pod.stop.send_replace(());
+        if tokio::time::timeout(grace, pod.stop.closed()).await.is_err() {
+            tracing::warn!(pod = uid, ?grace, "pod tasks still running after the removal grace");
+        }
+        true
+    }
+
+    fn take(&self, uid: &str) -> Option<Pod> {
         let removed = self.pods.lock().unwrap_or_else(PoisonError::into_inner).remove(uid);
-        let Some(pod) = removed else { return false };
+        let pod = removed?;
         let pooled = self.node.outbound.pool.retain(|key| key.source_pod != pod.workload_uid);
         tracing::info!(pod = uid, pooled, "pod removed");
-        true
+        Some(pod)
     }
 
     /// Closes every pod's listeners and keeps their open connections (the

@@ -137,6 +137,30 @@ async fn removing_a_pod_closes_its_open_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_resets_the_pods_connections_before_it_is_acknowledged() {
+    let mesh = mesh(&prefix("iw")).await;
+    let (_listener, _app) = echo_once(&mesh.server, APP_PORT);
+    let target = SocketAddr::from((mesh.server.ip, APP_PORT));
+    let stream = open(&mesh.client, target, b"quiet now").await;
+    mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
+
+    // What ztunnel does before acking DelWorkload: once this returns, the
+    // application's connection is reset, not half-closed, so it cannot
+    // write on it after the capture rules are gone.
+    let removed = mesh.a.proxies.remove_and_wait(&uid("client"), Duration::from_secs(2)).await;
+    assert!(removed);
+    let mut stream = stream;
+    let got = tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).map(|_| buf)
+    })
+    .await
+    .unwrap();
+    let e = got.expect_err("the application saw a normal close, not a reset");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_accepting_refuses_new_connections_and_keeps_open_ones() {
     let mesh = mesh(&prefix("ix")).await;
     let (_listener, _app) = echo_once(&mesh.server, APP_PORT);
