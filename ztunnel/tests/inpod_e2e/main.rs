@@ -157,7 +157,7 @@ async fn removal_resets_the_pods_connections_before_it_is_acknowledged() {
     .await
     .unwrap();
     let e = got.expect_err("the application saw a normal close, not a reset");
-    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
