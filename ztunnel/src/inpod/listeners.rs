@@ -34,38 +34,92 @@ where
     });
 }
 
-/// Makes an accepted connection end with a reset if its task is cut short
-/// (the pod was removed), and with a normal close otherwise. It keeps a
-/// duplicate of the socket's descriptor with `SO_LINGER` 0: when the task
-/// is dropped mid-way, this is the last descriptor closed, so the peer (the
-/// application, for 15001) gets an RST and cannot keep writing on a
-/// connection that is no longer redirected; a task that finishes first
-/// restores the default linger before the descriptor goes.
+/// Makes a pod-side connection end with a reset when the pod's removal cut
+/// it, and with a normal close otherwise. It holds a duplicate of the
+/// socket's descriptor with `SO_LINGER` 0 and a receiver of the pod's stop
+/// signal: on drop, if the pod is still served, it restores the default
+/// linger first. The duplicate is the last descriptor to close, so a
+/// connection cut by the removal is reset, and the application cannot keep
+/// writing on it once its traffic is no longer redirected. The receiver
+/// also makes `PodProxies::remove_and_wait` wait for the connection's end.
 pub(crate) struct ResetIfCut {
     fd: std::os::fd::OwnedFd,
+    stop: watch::Receiver<()>,
 }
 
 impl ResetIfCut {
-    pub(crate) fn arm(stream: &TcpStream) -> Option<Self> {
+    pub(crate) fn arm(stream: &TcpStream, stop: watch::Receiver<()>) -> Option<Self> {
         use std::os::fd::AsFd;
         let armed = stream.as_fd().try_clone_to_owned().and_then(|fd| {
             socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO))?;
-            Ok(Self { fd })
+            Ok(fd)
         });
         match armed {
-            Ok(guard) => Some(guard),
+            Ok(fd) => Some(Self { fd, stop }),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot arm reset-on-cut for a connection");
                 None
             }
         }
     }
+}
 
-    /// The connection ended on its own: close it normally.
-    pub(crate) fn disarm(self) {
-        if let Err(e) = socket2::SockRef::from(&self.fd).set_linger(None) {
+impl Drop for ResetIfCut {
+    fn drop(&mut self) {
+        // `Ok(false)`: no stop signal, the sender still there.
+        let cut = !matches!(self.stop.has_changed(), Ok(false));
+        if !cut && let Err(e) = socket2::SockRef::from(&self.fd).set_linger(None) {
             tracing::debug!(error = %e, "restoring the default linger");
         }
+    }
+}
+
+/// An application connection opened by ztunnel (inbound delivery), reset
+/// if the pod's removal cuts it (see [`ResetIfCut`]).
+pub(crate) struct AppStream {
+    // Declared first: dropped before the guard, whose descriptor closes last.
+    stream: TcpStream,
+    _guard: Option<ResetIfCut>,
+}
+
+impl AppStream {
+    fn new(stream: TcpStream, stop: watch::Receiver<()>) -> Self {
+        let guard = ResetIfCut::arm(&stream, stop);
+        Self { stream, _guard: guard }
+    }
+}
+
+impl tokio::io::AsyncRead for AppStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for AppStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -99,13 +153,16 @@ pub enum ConnectionError {
 #[derive(Debug)]
 struct PodUpstream {
     sockets: PodSockets,
+    stop: watch::Receiver<()>,
 }
 
 impl Upstream for PodUpstream {
-    type Stream = TcpStream;
+    type Stream = AppStream;
 
-    async fn connect(&self, source: SocketAddr, target: SocketAddr) -> io::Result<TcpStream> {
-        self.sockets.connect(target, Some(source.ip())).await.map_err(io::Error::other)
+    async fn connect(&self, source: SocketAddr, target: SocketAddr) -> io::Result<AppStream> {
+        let stream =
+            self.sockets.connect(target, Some(source.ip())).await.map_err(io::Error::other)?;
+        Ok(AppStream::new(stream, self.stop.clone()))
     }
 }
 
@@ -153,13 +210,11 @@ impl PodListeners {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    let reset = ResetIfCut::arm(&stream);
+                    let guard = ResetIfCut::arm(&stream, self.stop.clone());
                     let work = handle(Arc::clone(&self), stream, peer);
                     spawn_until(self.stop.clone(), async move {
+                        let _guard = guard;
                         work.await;
-                        if let Some(reset) = reset {
-                            reset.disarm();
-                        }
                     });
                 }
                 Err(e) => {
@@ -186,7 +241,8 @@ impl PodListeners {
             PeerPolicy::TrustDomains(trust_domains),
         )
         .await?;
-        let upstream = Arc::new(PodUpstream { sockets: self.sockets.clone() });
+        let upstream =
+            Arc::new(PodUpstream { sockets: self.sockets.clone(), stop: self.stop.clone() });
         let inbound = InboundTunnels::new(
             node.outbound.state.clone(),
             node.outbound.network.clone(),
@@ -234,7 +290,8 @@ impl PodListeners {
         if !decision.allowed {
             return Err(ConnectionError::Denied(decision.reason.to_string()));
         }
-        let mut upstream = self.sockets.connect(original, Some(peer.ip())).await?;
+        let upstream = self.sockets.connect(original, Some(peer.ip())).await?;
+        let mut upstream = AppStream::new(upstream, self.stop.clone());
         let labels =
             ConnectionLabels::new(Reporter::Destination, source.as_deref(), None, &destination);
         let metrics = &self.node.outbound.metrics;

@@ -161,6 +161,35 @@ async fn removal_resets_the_pods_connections_before_it_is_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_server_pod_resets_the_connections_delivered_to_it() {
+    let mesh = mesh(&prefix("iv")).await;
+    // The server application reads until its connection ends and reports how.
+    let addr = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, APP_PORT));
+    let listener = mesh
+        .server
+        .netns()
+        .unwrap()
+        .run(move || std::net::TcpListener::bind(addr))
+        .unwrap()
+        .unwrap();
+    let app = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        conn.read_to_end(&mut buf).map(|_| buf)
+    });
+    let target = SocketAddr::from((mesh.server.ip, APP_PORT));
+    let _client = open(&mesh.client, target, b"to be cut").await;
+    mesh.b.series("istio_tcp_connections_opened_total", &["reporter=\"destination\""]).await;
+
+    let removed = mesh.b.proxies.remove_and_wait(&uid("server"), Duration::from_secs(2)).await;
+    assert!(removed);
+    let ended = tokio::task::spawn_blocking(move || app.join().unwrap()).await.unwrap();
+    let e = ended.expect_err("the server application saw a normal close, not a reset");
+    assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_accepting_refuses_new_connections_and_keeps_open_ones() {
     let mesh = mesh(&prefix("ix")).await;
     let (_listener, _app) = echo_once(&mesh.server, APP_PORT);
