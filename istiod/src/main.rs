@@ -48,6 +48,6 @@ async fn run(config: Config) -> ExitCode {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
-    app.shutdown(Duration::from_secs(5)).await;
+    app.shutdown(Duration::from_secs(2)).await;
     ExitCode::SUCCESS
 }

@@ -65,6 +65,8 @@ pub struct App {
     pub connections: Arc<Connections>,
     pub engine: EngineHandle,
     shutdown: watch::Sender<bool>,
+    /// The gRPC servers, which stop on `shutdown`.
+    servers: JoinSet<()>,
     tasks: JoinSet<()>,
 }
 
@@ -136,6 +138,7 @@ impl App {
     ) -> Result<Self, AppError> {
         let mut registry = Registry::default();
         let mut tasks = JoinSet::new();
+        let mut servers = JoinSet::new();
         let (shutdown, _) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::channel::<SourceEvent>(EVENT_BUFFER);
         let agent = Identity::new(&config.trust_domain, &config.namespace, "ztunnel")
@@ -255,7 +258,7 @@ impl App {
             .authenticated(ca_parts.authenticator);
         let (grpc_listener, grpc_address) = bind("gRPC (CA and xDS)", config.grpc_address).await?;
         let mut stop = shutdown.subscribe();
-        tasks.spawn(async move {
+        servers.spawn(async move {
             let incoming =
                 mesh_identity::grpc::incoming(grpc_listener, tls, crate::ca::HANDSHAKE_TIMEOUT);
             let served = tonic::transport::Server::builder()
@@ -276,7 +279,7 @@ impl App {
                 let ads =
                     AdsService::new(Arc::clone(&store)).with_connections(Arc::clone(&connections));
                 let mut stop = shutdown.subscribe();
-                tasks.spawn(async move {
+                servers.spawn(async move {
                     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                     let served = tonic::transport::Server::builder()
                         .add_service(ads.into_server())
@@ -318,19 +321,24 @@ impl App {
             connections,
             engine,
             shutdown,
+            servers,
             tasks,
         })
     }
 
-    /// Stops serving: open xDS streams end (proxies reconnect elsewhere).
+    /// Stops serving: the gRPC servers stop accepting and get up to `grace`
+    /// to finish (xDS streams are long-lived, so usually they are cut at the
+    /// deadline and proxies reconnect to another replica); then every task
+    /// is stopped.
     pub async fn shutdown(mut self, grace: Duration) {
         self.shutdown.send_replace(true);
-        let _ = tokio::time::timeout(grace, async {
-            // Servers finish first; the rest are aborted with the set.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        })
-        .await;
+        let servers_done = async { while self.servers.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, servers_done).await.is_err() {
+            tracing::info!(?grace, "streams still open at the shutdown deadline; closing them");
+        }
+        self.servers.abort_all();
         self.tasks.abort_all();
+        while self.servers.join_next().await.is_some() {}
         while self.tasks.join_next().await.is_some() {}
     }
 }
