@@ -123,6 +123,91 @@ fn placement(snap: &translate::Snapshot) -> Vec<(String, ServiceAccountRef)> {
         .collect()
 }
 
+/// What a mode contributes: the CA's backends and the config source.
+struct Backends {
+    ca: CaParts,
+    on_flush: Option<engine::FlushHook>,
+    extra_errors: Option<ExtraErrors>,
+    kube_client: Option<kube::Client>,
+    tasks: JoinSet<()>,
+}
+
+fn node_agent(config: &Config) -> Result<Identity, AppError> {
+    Identity::new(&config.trust_domain, &config.namespace, "ztunnel")
+        .map_err(|e| AppError::Other(format!("trust domain or namespace: {e}")))
+}
+
+/// Local mode: CA state in `state_dir`, node tokens, the YAML directory.
+async fn local_backends(
+    config: &Config,
+    config_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+    nodes: &[String],
+    events: source::EventSender,
+) -> Result<Backends, AppError> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| AppError::Other(format!("creating {}: {e}", state_dir.display())))?;
+    let authority =
+        load_or_create_root(&FileRootStore::new(state_dir), &config.trust_domain).await?;
+    FileBundlePublisher::in_state_dir(state_dir).publish(&authority.trust_bundle_pem()?).await?;
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let authenticator =
+        LocalTokenAuthenticator::load_or_create(state_dir, &nodes, node_agent(config)?)?;
+    let directory = Arc::new(LocalNodeDirectory::new());
+    let hook_directory = Arc::clone(&directory);
+    let on_flush: engine::FlushHook = Arc::new(move |snap| hook_directory.replace(placement(snap)));
+    let local =
+        LocalSource::spawn(config_dir.to_owned(), events, source::local::DEFAULT_POLL).await?;
+    let errors = local.errors();
+    let extra_errors: ExtraErrors =
+        Arc::new(move || errors.borrow().values().flatten().map(ToString::to_string).collect());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(local.join());
+    Ok(Backends {
+        ca: CaParts { authenticator: Arc::new(authenticator), directory, authority },
+        on_flush: Some(on_flush),
+        extra_errors: Some(extra_errors),
+        kube_client: None,
+        tasks,
+    })
+}
+
+/// Kubernetes: the CA secret and root-cert ConfigMaps, TokenReview, and
+/// the watchers.
+async fn kube_backends(
+    config: &Config,
+    client: kube::Client,
+    events: source::EventSender,
+) -> Result<Backends, AppError> {
+    let store = crate::ca::kube::SecretRootStore::new(client.clone(), config.namespace.clone());
+    let authority = load_or_create_root(&store, &config.trust_domain).await?;
+    let (publisher, controller) = crate::ca::kube::ConfigMapPublisher::new(client.clone());
+    publisher.publish(&authority.trust_bundle_pem()?).await?;
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        if let Err(e) = controller.run().await {
+            tracing::error!(error = %e, "root-cert ConfigMap controller stopped");
+        }
+    });
+    let sources = source::kube::spawn(client.clone(), &Kind::ALL, events);
+    tasks.spawn(async move {
+        sources.join_all().await;
+    });
+    let authenticator =
+        crate::ca::kube::KubeTokenAuthenticator::new(client.clone(), config.trust_domain.clone());
+    Ok(Backends {
+        ca: CaParts {
+            authenticator: Arc::new(authenticator),
+            directory: Arc::new(crate::ca::kube::KubePodDirectory::new(client.clone())),
+            authority,
+        },
+        on_flush: None,
+        extra_errors: None,
+        kube_client: Some(client),
+        tasks,
+    })
+}
+
 impl App {
     /// Starts everything; returns once every port is bound (readiness, on
     /// `/ready`, follows when the config source has synced).
@@ -137,75 +222,23 @@ impl App {
         client: Option<kube::Client>,
     ) -> Result<Self, AppError> {
         let mut registry = Registry::default();
-        let mut tasks = JoinSet::new();
         let mut servers = JoinSet::new();
         let (shutdown, _) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::channel::<SourceEvent>(EVENT_BUFFER);
-        let agent = Identity::new(&config.trust_domain, &config.namespace, "ztunnel")
-            .map_err(|e| AppError::Other(format!("trust domain or namespace: {e}")))?;
-        let mut options = RunOptions { debounce: config.debounce, on_flush: None };
-        let mut extra_errors: Option<ExtraErrors> = None;
-        let mut kube_client = None;
-
-        let ca_parts = match &config.mode {
+        let backends = match &config.mode {
             Mode::Local { config_dir, state_dir, nodes } => {
-                std::fs::create_dir_all(state_dir).map_err(|e| {
-                    AppError::Other(format!("creating {}: {e}", state_dir.display()))
-                })?;
-                let authority =
-                    load_or_create_root(&FileRootStore::new(state_dir), &config.trust_domain)
-                        .await?;
-                FileBundlePublisher::in_state_dir(state_dir)
-                    .publish(&authority.trust_bundle_pem()?)
-                    .await?;
-                let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-                let authenticator =
-                    LocalTokenAuthenticator::load_or_create(state_dir, &nodes, agent)?;
-                let directory = Arc::new(LocalNodeDirectory::new());
-                let hook_directory = Arc::clone(&directory);
-                options.on_flush =
-                    Some(Arc::new(move |snap| hook_directory.replace(placement(snap))));
-                let local =
-                    LocalSource::spawn(config_dir.clone(), events_tx, source::local::DEFAULT_POLL)
-                        .await?;
-                let errors = local.errors();
-                extra_errors = Some(Arc::new(move || {
-                    errors.borrow().values().flatten().map(ToString::to_string).collect()
-                }));
-                tasks.spawn(local.join());
-                CaParts { authenticator: Arc::new(authenticator), directory, authority }
+                local_backends(&config, config_dir, state_dir, nodes, events_tx).await?
             }
             Mode::Kubernetes => {
                 let client = match client {
                     Some(client) => client,
                     None => kube::Client::try_default().await?,
                 };
-                kube_client = Some(client.clone());
-                let store =
-                    crate::ca::kube::SecretRootStore::new(client.clone(), config.namespace.clone());
-                let authority = load_or_create_root(&store, &config.trust_domain).await?;
-                let (publisher, controller) =
-                    crate::ca::kube::ConfigMapPublisher::new(client.clone());
-                publisher.publish(&authority.trust_bundle_pem()?).await?;
-                tasks.spawn(async move {
-                    if let Err(e) = controller.run().await {
-                        tracing::error!(error = %e, "root-cert ConfigMap controller stopped");
-                    }
-                });
-                let sources = source::kube::spawn(client.clone(), &Kind::ALL, events_tx);
-                tasks.spawn(async move {
-                    sources.join_all().await;
-                });
-                CaParts {
-                    authenticator: Arc::new(crate::ca::kube::KubeTokenAuthenticator::new(
-                        client.clone(),
-                        config.trust_domain.clone(),
-                    )),
-                    directory: Arc::new(crate::ca::kube::KubePodDirectory::new(client)),
-                    authority,
-                }
+                kube_backends(&config, client, events_tx).await?
             }
         };
+        let Backends { ca: ca_parts, on_flush, extra_errors, kube_client, mut tasks } = backends;
+        let options = RunOptions { debounce: config.debounce, on_flush };
 
         let store = ConfigStore::new();
         let connections = Connections::with_metrics(XdsMetrics::register(&mut registry));
