@@ -321,8 +321,17 @@ fn down_cleans_up_after_the_supervisor_is_killed() {
     mesh.eventually("late", true, 20);
     let late =
         |s: &Value| s["pods"].as_array().unwrap().iter().find(|p| p["name"] == "late").cloned();
-    let added = late(&mesh.status()).unwrap();
+    // The status file follows within a supervisor tick or two.
+    let mut added = late(&mesh.status()).unwrap();
+    for _ in 0..40 {
+        if added["enrolled"] == true && added["containers"][0]["running"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        added = late(&mesh.status()).unwrap();
+    }
     assert_eq!(added["enrolled"], true, "{added:#}");
+    assert_eq!(added["containers"][0]["running"], true, "{added:#}");
     assert!(added["ip"].as_str().unwrap().starts_with("10.244.0."), "{added:#}");
     std::fs::remove_file(mesh.config.join("late.yaml")).unwrap();
     let mut stopped = false;

@@ -297,8 +297,17 @@ impl Mesh {
                 if let Err(e) = self.enroll_missing(false).await {
                     log(e);
                 }
+                // A pod added while running starts only once its node agent
+                // enrolled it (if it is in the mesh), so none of its
+                // traffic leaves uncaptured.
                 let pending = std::mem::take(&mut self.pending);
-                if let Err(e) = self.start_pods(&pending) {
+                let (ready, waiting): (Vec<PodDef>, Vec<PodDef>) =
+                    pending.into_iter().partition(|pod| {
+                        !self.manifests.ambient(pod)
+                            || self.enroller.enrolled(&pod.node, &pod.key())
+                    });
+                self.pending = waiting;
+                if let Err(e) = self.start_pods(&ready) {
                     log(e);
                 }
             }
