@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Service};
+use mesh_model::enrolment;
 use serde_yaml_ng::Value;
 
 /// Kinds istiod's local source reads or accepts and ignores.
@@ -165,19 +166,24 @@ impl Manifests {
         self.pods.iter().find(|p| p.namespace == namespace && p.name == name)
     }
 
-    /// Whether a pod is in the ambient mesh: its `istio.io/dataplane-mode`
-    /// label, else its namespace's, must be `ambient` (a pod's `none` opts out).
+    /// Whether a pod is in the ambient mesh, by the rule istiod and the CNI
+    /// agent share (`mesh_model::enrolment`): its `istio.io/dataplane-mode`
+    /// label, else its namespace's, must be `ambient`, and a pod with a
+    /// sidecar stays out. Local pods always get an address.
     pub(crate) fn ambient(&self, pod: &PodDef) -> bool {
-        const LABEL: &str = "istio.io/dataplane-mode";
-        match pod.labels.get(LABEL).map(String::as_str) {
-            Some("ambient") => true,
-            Some(_) => false,
-            None => self
-                .namespaces
-                .get(&pod.namespace)
-                .and_then(|labels| labels.get(LABEL))
-                .is_some_and(|mode| mode == "ambient"),
+        fn mode(labels: &BTreeMap<String, String>) -> Option<&str> {
+            labels.get(enrolment::DATAPLANE_MODE_LABEL).map(String::as_str)
         }
+        let facts = enrolment::PodFacts {
+            pod_mode: mode(&pod.labels),
+            namespace_mode: self.namespaces.get(&pod.namespace).and_then(mode),
+            sidecar: pod.annotations.contains_key(enrolment::SIDECAR_STATUS_ANNOTATION)
+                || pod.containers.iter().any(|c| c.name == enrolment::SIDECAR_CONTAINER),
+            host_network: false,
+            finished: false,
+            has_ip: true,
+        };
+        enrolment::decide(&facts) == enrolment::Enrolment::Enrolled
     }
 }
 
