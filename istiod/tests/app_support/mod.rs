@@ -11,7 +11,6 @@ use mesh_proto::discovery::Node;
 use mesh_proto::type_url;
 use mesh_xds::client::{Rejection, ResourceHandler, Subscription, Update, XdsClient, XdsConfig};
 use prost_types::Any;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
 /// What one type received: current resources, and every response's names.
@@ -119,14 +118,7 @@ pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 /// `GET path` over HTTP/1.1: status and body.
 pub(crate) async fn get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    mesh_test_support::http_get(address, path).await.unwrap()
 }
 
 pub(crate) async fn get_json(address: SocketAddr, path: &str) -> serde_json::Value {

@@ -12,6 +12,7 @@
 
 pub mod dns;
 mod echo;
+mod http;
 mod kube_harness;
 pub mod kube_objects;
 mod peers;
@@ -20,6 +21,7 @@ mod process;
 mod test_ca;
 
 pub use echo::tcp_echo_server;
+pub use http::http_get;
 
 /// `relative` inside this repository's checkout, found at run time from the
 /// package under test (`CARGO_MANIFEST_DIR`, set by cargo for tests) or the

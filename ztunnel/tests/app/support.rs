@@ -16,7 +16,6 @@ use istiod::xds::{AdsService, ConfigStore};
 use mesh_model::Identity;
 use mesh_netns::PodHandle;
 use mesh_proto::workload as pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::service::interceptor::InterceptedService;
@@ -101,16 +100,9 @@ pub(crate) async fn istiod(
     (address, start, seen)
 }
 
-/// `GET path` over HTTP/1.1; returns the status code and body.
+/// `GET path` over HTTP/1.1: status and body.
 pub(crate) async fn get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    mesh_test_support::http_get(address, path).await.unwrap()
 }
 
 pub(crate) async fn eventually_status(address: SocketAddr, path: &str, want: u16) {
