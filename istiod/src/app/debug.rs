@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use mesh_telemetry::admin::query_param;
 use mesh_xds::server::{Connections, Session, ViewSource, lock};
 use serde_json::{Value, json};
 
@@ -22,38 +23,6 @@ pub struct DebugState {
     pub connections: Arc<Connections>,
     pub engine: EngineHandle,
     pub extra_errors: Option<ExtraErrors>,
-}
-
-/// `%XX` decoding of a query value (node ids carry `~` and `.`).
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (b, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
 }
 
 fn short(type_url: &str) -> &str {
@@ -157,20 +126,5 @@ impl DebugState {
             .collect();
         let files = self.extra_errors.as_ref().map(|f| f()).unwrap_or_default();
         json!({ "objects": objects, "files": files })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        assert_eq!(
-            query_param("a=1&proxyID=ztunnel%7Enode-a.istio-system", "proxyID").as_deref(),
-            Some("ztunnel~node-a.istio-system")
-        );
-        assert_eq!(query_param("proxyID=a%zz", "proxyID").as_deref(), Some("a%zz"));
-        assert_eq!(query_param("x=1", "proxyID"), None);
     }
 }

@@ -62,6 +62,39 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
     respond(status, "text/plain; charset=utf-8", body.into())
 }
 
+/// `%XX` (and `+`) decoding of a query value.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (b, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of `name` in a URL query (`a=1&b=2`), percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
 /// Answers one request; never fails (errors are responses).
 pub fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
     let path = request.uri().path();
@@ -97,13 +130,7 @@ pub fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes
         },
         ("/logging", &Method::POST) => match &state.logging {
             Some(control) => {
-                let level = request
-                    .uri()
-                    .query()
-                    .unwrap_or_default()
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("level="))
-                    .map(|v| v.replace("%2C", ",").replace("%3D", "="));
+                let level = query_param(request.uri().query().unwrap_or_default(), "level");
                 match level {
                     Some(level) => match control.set(&level) {
                         Ok(()) => text(StatusCode::OK, format!("{}\n", control.current())),
@@ -158,5 +185,24 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
                 tracing::debug!(%peer, error = %e, "admin connection ended");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            query_param("a=1&proxyID=ztunnel%7Enode-a.istio-system", "proxyID").as_deref(),
+            Some("ztunnel~node-a.istio-system")
+        );
+        assert_eq!(
+            query_param("level=info%2Caccess%3Ddebug", "level").as_deref(),
+            Some("info,access=debug")
+        );
+        assert_eq!(query_param("proxyID=a%zz", "proxyID").as_deref(), Some("a%zz"));
+        assert_eq!(query_param("x=1", "proxyID"), None);
     }
 }
