@@ -4,8 +4,14 @@
 # Ends with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+    -h|--help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: scripts/test.sh   (as root; no options)"; exit 0 ;;
+    "") ;;
+    *) echo "test.sh: unknown option: $1 (see --help)" >&2; exit 2 ;;
+esac
 
 scripts/test-peers.sh   # idempotent: a few seconds once the peers are built
+scripts/check-setup.sh  # scripts/setup.sh installs every program the code runs
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Supply chain: bans (one version per crate, no OpenSSL), licences, sources.

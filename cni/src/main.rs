@@ -29,12 +29,22 @@ fn main() -> ExitCode {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.split_first() {
+        Some((cmd, _)) if matches!(cmd.as_str(), "-h" | "--help" | "help") => help(),
+        Some((cmd, rest)) if cmd == "agent" && rest.iter().any(|a| a == "-h" || a == "--help") => {
+            help()
+        }
         Some((cmd, rest)) if cmd == "agent" => match parse_agent(rest) {
             Ok(options) => agent(options),
             Err(e) => fail(&format!("{e}\n{USAGE}")),
         },
         _ => fail(USAGE),
     }
+}
+
+#[allow(clippy::print_stdout, reason = "--help prints its usage on stdout")]
+fn help() -> ExitCode {
+    println!("mesh-cni: the ambient mesh's CNI node agent and chained CNI plugin.\n{USAGE}");
+    ExitCode::SUCCESS
 }
 
 fn cni_plugin() -> ExitCode {

@@ -1,19 +1,9 @@
-//! Command-line parsing: a handful of subcommands and flags, parsed by hand
-//! so the binary stays small and every error says which argument is wrong.
+//! Command-line parsing with clap: `ambientctl local <subcommand>`. Every
+//! command answers `--help`; errors name the argument that is wrong.
 
 use std::path::PathBuf;
 
-pub(crate) const USAGE: &str = "usage:
-  ambientctl local up --config DIR [--state DIR] [--bin-dir DIR] [--prefix NAME]
-  ambientctl local status [--state DIR] [-o json]
-  ambientctl local exec POD [-n NAMESPACE] [--state DIR] -- CMD [ARGS...]
-  ambientctl local logs POD|istiod|ztunnel/NODE|supervisor [-n NAMESPACE] [-c CONTAINER] [--state DIR]
-  ambientctl local down [--state DIR]
-
-  --state      where the mesh keeps its state, logs and generated config
-               (default /var/run/ambient-mesh)
-  --bin-dir    where the istiod and ztunnel binaries are (default: next to ambientctl)
-  --prefix     network namespace name prefix (default amesh; one mesh per prefix)";
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The default state directory.
 pub(crate) const DEFAULT_STATE: &str = "/var/run/ambient-mesh";
@@ -28,6 +18,7 @@ pub(crate) struct UpArgs {
     pub(crate) prefix: String,
 }
 
+/// What the user asked for, as the rest of the crate sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
     Up(UpArgs),
@@ -54,139 +45,150 @@ pub(crate) enum Command {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum UsageError {
-    #[error("expected `local` and a subcommand")]
-    NoCommand,
-    #[error("unknown subcommand {0:?}")]
-    UnknownCommand(String),
-    #[error("{0} needs a value")]
-    MissingValue(String),
-    #[error("unexpected argument {0:?}")]
-    Unexpected(String),
-    #[error("missing {0}")]
-    Missing(&'static str),
-    #[error("-o: only `json` is supported, got {0:?}")]
-    Format(String),
+/// The mesh's command line.
+#[derive(Debug, Parser)]
+#[command(name = "ambientctl", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    group: Group,
 }
 
-/// Flags and positional arguments before an optional `--`.
-#[derive(Debug, Default)]
-struct Parsed {
-    flags: Vec<(String, String)>,
-    positional: Vec<String>,
-    rest: Vec<String>,
+#[derive(Debug, Subcommand)]
+enum Group {
+    /// The whole mesh on one machine (for development): istiod, a ztunnel and
+    /// CNI agent per simulated node, pods run as root processes, from a
+    /// directory of ordinary Kubernetes YAML.
+    Local {
+        #[command(subcommand)]
+        command: Local,
+    },
 }
 
-impl Parsed {
-    fn take(&mut self, names: &[&str]) -> Option<String> {
-        let at = self.flags.iter().rposition(|(k, _)| names.contains(&k.as_str()))?;
-        Some(self.flags.remove(at).1)
-    }
+/// Where the mesh keeps its state, logs and generated config.
+#[derive(Debug, Args)]
+struct StateArg {
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE)]
+    state: PathBuf,
+}
 
-    fn finish(self) -> Result<(), UsageError> {
-        match (self.flags.first(), self.positional.first()) {
-            (Some((flag, _)), _) => Err(UsageError::Unexpected(flag.clone())),
-            (None, Some(arg)) => Err(UsageError::Unexpected(arg.clone())),
-            (None, None) => Ok(()),
-        }
+#[derive(Debug, Args)]
+struct UpFlags {
+    /// Directory of Kubernetes YAML to run (watched for edits).
+    #[arg(long, short = 'f', value_name = "DIR")]
+    config: PathBuf,
+    #[command(flatten)]
+    state: StateArg,
+    /// Where the istiod and ztunnel binaries are (default: next to ambientctl).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Network namespace name prefix (one mesh per prefix).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_PREFIX)]
+    prefix: String,
+}
+
+impl From<UpFlags> for UpArgs {
+    fn from(f: UpFlags) -> Self {
+        Self { config: f.config, state: f.state.state, bin_dir: f.bin_dir, prefix: f.prefix }
     }
 }
 
-fn split(args: &[String], boolean: &[&str]) -> Result<Parsed, UsageError> {
-    let mut parsed = Parsed::default();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "--" {
-            parsed.rest = iter.cloned().collect();
-            break;
-        }
-        if let Some((flag, value)) = arg.split_once('=').filter(|(f, _)| f.starts_with('-')) {
-            parsed.flags.push((flag.to_owned(), value.to_owned()));
-        } else if boolean.contains(&arg.as_str()) {
-            parsed.flags.push((arg.clone(), String::new()));
-        } else if arg.starts_with('-') && arg.len() > 1 {
-            let value = iter.next().ok_or_else(|| UsageError::MissingValue(arg.clone()))?;
-            parsed.flags.push((arg.clone(), value.clone()));
-        } else {
-            parsed.positional.push(arg.clone());
-        }
-    }
-    Ok(parsed)
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
 }
 
-pub(crate) fn parse(args: &[String]) -> Result<Command, UsageError> {
-    let (group, sub, rest) = match args {
-        [group, sub, rest @ ..] => (group, sub, rest),
-        _ => return Err(UsageError::NoCommand),
-    };
-    if group != "local" {
-        return Err(UsageError::UnknownCommand(group.clone()));
-    }
-    let mut p = split(rest, &[])?;
-    let state = PathBuf::from(p.take(&["--state"]).unwrap_or_else(|| DEFAULT_STATE.to_owned()));
-    let command = match sub.as_str() {
-        "up" | "supervise" => {
-            let up = UpArgs {
-                config: p
-                    .take(&["--config", "-f"])
-                    .ok_or(UsageError::Missing("--config DIR"))?
-                    .into(),
-                state,
-                bin_dir: p.take(&["--bin-dir"]).map(PathBuf::from),
-                prefix: p.take(&["--prefix"]).unwrap_or_else(|| DEFAULT_PREFIX.to_owned()),
-            };
-            if sub == "up" { Command::Up(up) } else { Command::Supervise(up) }
-        }
-        "status" => {
-            let json = match p.take(&["-o", "--output"]) {
-                None => false,
-                Some(f) if f == "json" => true,
-                Some(f) => return Err(UsageError::Format(f)),
-            };
-            Command::Status { state, json }
-        }
-        "exec" => {
-            let namespace = p.take(&["-n", "--namespace"]).unwrap_or_else(|| "default".into());
-            let pod = pod_arg(&mut p, "POD")?;
-            let command = std::mem::take(&mut p.rest);
-            if command.is_empty() {
-                return Err(UsageError::Missing("-- CMD"));
+#[derive(Debug, Subcommand)]
+enum Local {
+    /// Bring the mesh up from a directory of YAML and return once it is ready.
+    Up(UpFlags),
+    /// The detached supervisor that `up` starts.
+    #[command(hide = true)]
+    Supervise(UpFlags),
+    /// Nodes, pods, IPs, readiness and config problems.
+    Status {
+        #[command(flatten)]
+        state: StateArg,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum)]
+        output: Option<Format>,
+    },
+    /// Run a command inside a pod's network namespace.
+    Exec {
+        /// The pod's name.
+        pod: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        state: StateArg,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Print a log: a pod's container, `istiod`, `ztunnel/NODE` or `supervisor`.
+    Logs {
+        /// POD, istiod, ztunnel/NODE or supervisor.
+        target: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        #[arg(long, short = 'c')]
+        container: Option<String>,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Stop every process and remove every namespace, rule and file `up` made.
+    Down {
+        #[command(flatten)]
+        state: StateArg,
+    },
+}
+
+/// Parses the process's arguments; on `--help`, `--version` or an error,
+/// clap prints and exits (0 for help and version, 2 for a usage error).
+pub(crate) fn parse_or_exit() -> Command {
+    Cli::parse().into()
+}
+
+impl From<Cli> for Command {
+    fn from(cli: Cli) -> Self {
+        let Group::Local { command } = cli.group;
+        match command {
+            Local::Up(f) => Command::Up(f.into()),
+            Local::Supervise(f) => Command::Supervise(f.into()),
+            Local::Status { state, output } => {
+                Command::Status { state: state.state, json: matches!(output, Some(Format::Json)) }
             }
-            Command::Exec { state, pod, namespace, command }
+            Local::Exec { pod, namespace, state, command } => {
+                Command::Exec { state: state.state, pod, namespace, command }
+            }
+            Local::Logs { target, namespace, container, state } => {
+                Command::Logs { state: state.state, target, namespace, container }
+            }
+            Local::Down { state } => Command::Down { state: state.state },
         }
-        "logs" => {
-            let namespace = p.take(&["-n", "--namespace"]).unwrap_or_else(|| "default".into());
-            let container = p.take(&["-c", "--container"]);
-            let target = pod_arg(&mut p, "POD")?;
-            Command::Logs { state, target, namespace, container }
-        }
-        "down" => Command::Down { state },
-        other => return Err(UsageError::UnknownCommand(other.to_owned())),
-    };
-    p.finish()?;
-    Ok(command)
-}
-
-fn pod_arg(p: &mut Parsed, what: &'static str) -> Result<String, UsageError> {
-    if p.positional.is_empty() {
-        return Err(UsageError::Missing(what));
     }
-    Ok(p.positional.remove(0))
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_owned).collect()
+    fn parse(s: &str) -> Result<Command, ErrorKind> {
+        let argv = std::iter::once("ambientctl").chain(s.split_whitespace());
+        Cli::try_parse_from(argv).map(Command::from).map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn parses_every_subcommand() {
         assert_eq!(
-            parse(&args("local up --config d --prefix t1")).unwrap(),
+            parse("local up --config d --prefix t1").unwrap(),
             Command::Up(UpArgs {
                 config: "d".into(),
                 state: DEFAULT_STATE.into(),
@@ -195,20 +197,20 @@ mod tests {
             })
         );
         assert_eq!(
-            parse(&args("local exec client -n demo --state /s -- curl -s x")).unwrap(),
+            parse("local exec client -n demo --state /s -- curl -s x").unwrap(),
             Command::Exec {
                 state: "/s".into(),
                 pod: "client".into(),
                 namespace: "demo".into(),
-                command: args("curl -s x"),
+                command: vec!["curl".into(), "-s".into(), "x".into()],
             }
         );
         assert_eq!(
-            parse(&args("local status -o json")).unwrap(),
+            parse("local status -o json").unwrap(),
             Command::Status { state: DEFAULT_STATE.into(), json: true }
         );
         assert_eq!(
-            parse(&args("local logs server -c app")).unwrap(),
+            parse("local logs server -c app").unwrap(),
             Command::Logs {
                 state: DEFAULT_STATE.into(),
                 target: "server".into(),
@@ -216,22 +218,19 @@ mod tests {
                 container: Some("app".into()),
             }
         );
-        assert_eq!(
-            parse(&args("local down --state=/x")).unwrap(),
-            Command::Down { state: "/x".into() }
-        );
+        assert_eq!(parse("local down --state=/x").unwrap(), Command::Down { state: "/x".into() });
     }
 
     #[test]
-    fn errors_name_the_argument() {
-        assert_eq!(parse(&args("local up")), Err(UsageError::Missing("--config DIR")));
-        assert_eq!(
-            parse(&args("local up --config")),
-            Err(UsageError::MissingValue("--config".into()))
-        );
-        assert_eq!(parse(&args("local down extra")), Err(UsageError::Unexpected("extra".into())));
-        assert_eq!(parse(&args("local exec p")), Err(UsageError::Missing("-- CMD")));
-        assert_eq!(parse(&args("remote up")), Err(UsageError::UnknownCommand("remote".into())));
-        assert_eq!(parse(&args("local status -o yaml")), Err(UsageError::Format("yaml".into())));
+    fn help_is_not_an_error_and_bad_input_is() {
+        for help in ["--help", "local --help", "local up --help", "local exec --help", "help"] {
+            assert_eq!(parse(help).unwrap_err(), ErrorKind::DisplayHelp, "{help}");
+        }
+        assert_eq!(parse("local up").unwrap_err(), ErrorKind::MissingRequiredArgument);
+        assert_eq!(parse("local up --config").unwrap_err(), ErrorKind::InvalidValue);
+        assert_eq!(parse("local down extra").unwrap_err(), ErrorKind::UnknownArgument);
+        assert_eq!(parse("local exec p").unwrap_err(), ErrorKind::MissingRequiredArgument);
+        assert_eq!(parse("remote up").unwrap_err(), ErrorKind::InvalidSubcommand);
+        assert_eq!(parse("local status -o yaml").unwrap_err(), ErrorKind::InvalidValue);
     }
 }

@@ -10,15 +10,7 @@ mod output;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match cli::parse(&args) {
-        Ok(command) => command,
-        Err(e) => {
-            output::error(format_args!("ambientctl: {e}\n\n{}", cli::USAGE));
-            return ExitCode::from(2);
-        }
-    };
-    match local::run(command) {
+    match local::run(cli::parse_or_exit()) {
         Ok(code) => code,
         Err(e) => {
             output::error(format_args!("ambientctl: {e}"));

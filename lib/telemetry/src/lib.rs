@@ -6,7 +6,9 @@
 //!   Each binary binds it where its ports table says (15000 admin on
 //!   localhost, 15020 metrics, 15021 readiness, 15014 for istiod).
 //! - [`logging`]: tracing setup (text or JSON) with a reloadable filter.
+//! - [`cli`]: `--help`/`--version` for binaries configured from the environment.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod logging;
