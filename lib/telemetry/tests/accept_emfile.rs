@@ -10,9 +10,13 @@ use mesh_telemetry::admin::{AdminState, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// User plus system CPU time of this process.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+/// User plus system CPU time of this process, read from `stat` (an open
+/// `/proc/self/stat`: no descriptor may be free when this runs).
+fn cpu_time(stat: &std::fs::File) -> Duration {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; 4096];
+    let n = stat.read_at(&mut buf, 0).unwrap();
+    let stat = String::from_utf8_lossy(&buf[..n]).into_owned();
     // Fields after the command name (which ends with ')').
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -60,6 +64,7 @@ async fn accept_errors_back_off_and_the_server_recovers() {
         .parse()
         .unwrap();
     tokio::spawn(serve(listener, AdminState::default()));
+    let stat = std::fs::File::open("/proc/self/stat").unwrap();
     // Take every descriptor below a lowered limit, then give exactly one
     // back for the client's socket: the server's accept has none left.
     set_nofile(highest_fd() + 1);
@@ -70,9 +75,9 @@ async fn accept_errors_back_off_and_the_server_recovers() {
     assert!(!fillers.is_empty());
     fillers.pop();
     let mut client = TcpStream::connect(address).await.unwrap();
-    let before = cpu_time();
+    let before = cpu_time(&stat);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let used = cpu_time().saturating_sub(before);
+    let used = cpu_time(&stat).saturating_sub(before);
     drop(fillers);
     set_nofile(soft);
     assert!(used < Duration::from_millis(400), "the accept loop spun: {used:?} of CPU in 1.5 s");
