@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn backoff_doubles_to_a_second_and_resets() {
         let mut b = AcceptBackoff::default();
-        let delays: Vec<u64> = (0..10).map(|_| b.failed().as_millis() as u64).collect();
+        let delays: Vec<u128> = (0..10).map(|_| b.failed().as_millis()).collect();
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
         b.succeeded();
         assert_eq!(b.failed(), Duration::from_millis(5));

@@ -2,7 +2,13 @@
 //! accept loop backs off instead of spinning, and serves again once
 //! descriptors are free. Alone in its binary: it lowers the process's
 //! RLIMIT_NOFILE (with `prlimit`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
 
 use std::time::Duration;
 
