@@ -20,6 +20,8 @@ mod exec;
 pub mod iptables;
 pub mod nftables;
 pub mod plugin;
+#[cfg(feature = "kube")]
+mod plugin_kube;
 pub mod report;
 pub mod routes;
 pub mod rules;

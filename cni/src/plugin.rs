@@ -1,14 +1,19 @@
 //! The chained CNI plugin (CNI spec 1.0): reports each pod sandbox to the
 //! node agent and holds the runtime until the agent says the pod is
-//! captured (or not a mesh pod). It fails closed: when the agent cannot be
-//! reached or does not answer in time, ADD fails with a CNI error (code 11,
-//! "try again later") and the runtime retries, so a pod never starts
-//! uncaptured. Namespaces in `exclude_namespaces` (default `kube-system`)
+//! captured (or not a mesh pod). It fails closed for mesh pods: when the
+//! agent cannot be reached or does not answer in time, ADD fails with a
+//! CNI error (code 11, "try again later") and the runtime retries, so a
+//! mesh pod never starts uncaptured. A pod that would not be enrolled does
+//! not need the agent: with a kubeconfig (`kubernetes.kubeconfig`, as
+//! upstream's conflist) the plugin reads the Pod and its Namespace and
+//! passes such a pod while the agent is down ([`crate::agent::enrolment`]
+//! decides). Namespaces in `exclude_namespaces` (default `kube-system`)
 //! never wait for the agent, so the node can start the agent itself.
 //!
 //! Configuration (the plugin's entry in the conflist):
 //! `{"type": "mesh-cni", "agent_socket": "/var/run/mesh/cni.sock",
-//!   "timeout_seconds": 30, "exclude_namespaces": ["kube-system"]}`.
+//!   "timeout_seconds": 30, "exclude_namespaces": ["kube-system"],
+//!   "kubernetes": {"kubeconfig": "/etc/cni/net.d/mesh-cni-kubeconfig"}}`.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -94,6 +99,15 @@ struct NetConf {
     timeout_seconds: u64,
     #[serde(default = "default_excluded")]
     exclude_namespaces: Vec<String>,
+    /// upstream's `kubernetes` section: a kubeconfig lets the plugin decide
+    /// by itself whether a pod needs the agent when the agent is down.
+    #[serde(default)]
+    kubernetes: KubernetesConf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KubernetesConf {
+    kubeconfig: Option<PathBuf>,
 }
 
 fn default_socket() -> PathBuf {
@@ -179,7 +193,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Outcome {
     }
     let pod = format!("{}/{}", report.namespace, report.name);
     let timeout = Duration::from_secs(conf.timeout_seconds.max(1));
-    match ask(&conf.agent_socket, &PluginRequest::Add(report), timeout) {
+    match ask(&conf.agent_socket, &PluginRequest::Add(report.clone()), timeout) {
         Ok(PluginReply::Enrolled | PluginReply::NotMesh | PluginReply::Done) => unchanged,
         Ok(PluginReply::Failed { message }) => Outcome::error(
             version,
@@ -187,13 +201,54 @@ fn add(env: &CniEnv, conf: &NetConf) -> Outcome {
             &format!("pod {pod} not enrolled yet"),
             &message,
         ),
-        Err(e) => Outcome::error(
-            version,
-            code::TRY_AGAIN_LATER,
-            &format!("mesh node agent unreachable for pod {pod}"),
-            &e,
-        ),
+        Err(e) => match without_agent(conf, &report, timeout) {
+            // Not a mesh pod: it needs no agent (upstream: only pods that
+            // would be enrolled fail while the agent is down).
+            Ok(false) => {
+                tracing::info!(%pod, error = %e, "agent unreachable; not a mesh pod, passed");
+                unchanged
+            }
+            Ok(true) => Outcome::error(
+                version,
+                code::TRY_AGAIN_LATER,
+                &format!("mesh node agent unreachable for pod {pod}"),
+                &format!("{e}; the pod is enrolled in the mesh and must wait for the agent"),
+            ),
+            Err(why) => Outcome::error(
+                version,
+                code::TRY_AGAIN_LATER,
+                &format!("mesh node agent unreachable for pod {pod}"),
+                &format!("{e}; {why}"),
+            ),
+        },
     }
+}
+
+/// Whether the pod would be enrolled, decided without the agent; an error
+/// when it cannot be told (then the pod fails closed).
+fn without_agent(
+    conf: &NetConf,
+    report: &SandboxReport,
+    timeout: Duration,
+) -> Result<bool, String> {
+    let Some(kubeconfig) = conf.kubernetes.kubeconfig.as_deref() else {
+        return Err("no kubeconfig to check the pod's enrolment with".to_owned());
+    };
+    would_enrol(kubeconfig, report, timeout)
+}
+
+#[cfg(feature = "kube")]
+fn would_enrol(
+    kubeconfig: &Path,
+    report: &SandboxReport,
+    timeout: Duration,
+) -> Result<bool, String> {
+    crate::plugin_kube::would_enrol(kubeconfig, report, timeout)
+}
+
+#[cfg(not(feature = "kube"))]
+fn would_enrol(kubeconfig: &Path, _: &SandboxReport, _: Duration) -> Result<bool, String> {
+    Err(format!("built without Kubernetes support; cannot use {}", kubeconfig.display()))
 }
 
 /// The sandbox from `CNI_ARGS`, `CNI_NETNS` and the IPs of `prev`; `None`

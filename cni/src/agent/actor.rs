@@ -21,6 +21,11 @@ mod waiters;
 
 /// How often a pod without a known netns is looked for in `/proc`.
 const SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// After ztunnel refused a pod's Add, the next try waits this long,
+/// doubling up to [`ADD_RETRY_MAX`]: a refusal is not retried every tick.
+/// (A new connection's snapshot still names the pod: that is the protocol.)
+const ADD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const ADD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One pod the source reported.
 #[derive(Debug)]
@@ -39,6 +44,8 @@ struct Entry {
     released: Option<Instant>,
     /// Looked for rules left by an earlier agent run (once per entry).
     leftovers_checked: bool,
+    /// After a refused Add: when to try again, and the current delay.
+    add_retry: Option<(Instant, std::time::Duration)>,
     error: Option<String>,
 }
 
@@ -124,6 +131,7 @@ impl Actor {
                         gone: false,
                         released: None,
                         leftovers_checked: false,
+                        add_retry: None,
                         error: None,
                     };
                     self.pods.insert(pod.uid, entry);
@@ -318,6 +326,7 @@ impl Actor {
                 tracing::info!(pod = entry.pod.key(), netns = %path.display(), "new sandbox");
                 entry.netns = None;
                 entry.state = PodState::Outside;
+                entry.add_retry = None;
                 install(entry, path, backend, capture).await;
             }
             (PodState::Outside, Some(path)) => install(entry, path, backend, capture).await,
@@ -380,10 +389,14 @@ impl Actor {
                 tracing::info!(pod = entry.pod.key(), "enrolled: ztunnel acked");
                 entry.state = PodState::Enrolled;
                 entry.error = None;
+                entry.add_retry = None;
                 true
             }
             Err(ZdsError::Rejected(why)) => {
-                tracing::warn!(pod = entry.pod.key(), error = %why, "ztunnel refused the pod");
+                let delay =
+                    entry.add_retry.map_or(ADD_RETRY_FIRST, |(_, d)| (d * 2).min(ADD_RETRY_MAX));
+                tracing::warn!(pod = entry.pod.key(), error = %why, retry_in = ?delay, "ztunnel refused the pod");
+                entry.add_retry = Some((Instant::now() + delay, delay));
                 entry.state = PodState::Pending;
                 entry.error = Some(format!("ztunnel refused the pod: {why}"));
                 true
@@ -414,6 +427,10 @@ impl Actor {
             if at.elapsed() >= self.cfg.release_grace {
                 self.remove_rules(uid).await;
             }
+            return;
+        }
+        let waiting = entry.add_retry.is_some_and(|(at, _)| Instant::now() < at);
+        if state == PodState::Pending && waiting {
             return;
         }
         let Some(mut client) = self.zds.take() else { return };
@@ -462,6 +479,7 @@ impl Actor {
             }
         }
         entry.state = PodState::Outside;
+        entry.add_retry = None;
         entry.released = None;
         entry.error = None;
     }

@@ -46,6 +46,16 @@ impl FakeZtunnel {
     /// `pods` maps ZDS uids to their netns names, to check the rules at
     /// DelWorkload time with `backend`.
     pub(crate) fn start(path: &Path, pods: Vec<(String, String)>, backend: Backend) -> Self {
+        Self::refusing(path, pods, backend, Vec::new())
+    }
+
+    /// As [`Self::start`], refusing every Add of the uids in `refuse`.
+    pub(crate) fn refusing(
+        path: &Path,
+        pods: Vec<(String, String)>,
+        backend: Backend,
+        refuse: Vec<String>,
+    ) -> Self {
         let (server, mut events) = ZdsServer::bind(path, 16).unwrap();
         let (tx, seen) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -73,7 +83,8 @@ impl FakeZtunnel {
                     }
                     ZdsRequest::SnapshotSent => Seen::SnapshotSent,
                 };
-                event.ack(Ok(()));
+                let refused = matches!(&seen, Seen::Add { uid, .. } if refuse.contains(uid));
+                event.ack(if refused { Err("refused by the test".to_owned()) } else { Ok(()) });
                 if tx.send(seen).is_err() {
                     return;
                 }

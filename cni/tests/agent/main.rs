@@ -14,6 +14,7 @@
 
 mod fake;
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -366,4 +367,37 @@ async fn restarted_agent_readopts_pods_without_duplicating_rules() {
     }
     no_mesh_rules(&app);
     assert_eq!(agent.state("uid-app"), Some(PodState::Outside));
+}
+
+/// A pod ztunnel refuses is retried with a growing delay, not on every
+/// tick; an accepted pod is added once per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_adds_back_off_and_accepted_pods_are_added_once() {
+    let topology = topology(&prefix("cb"), &["ok", "no"]);
+    let ok = topology.pod("default", "ok").unwrap().clone();
+    let no = topology.pod("default", "no").unwrap().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ztunnel.sock");
+    let mut ztunnel =
+        FakeZtunnel::refusing(&sock, Vec::new(), Backend::Iptables, vec!["uid-no".into()]);
+    let (agent, pods) = agent(dir.path(), Backend::Iptables).await;
+    pods.set_namespace("default", mode("ambient")).await.unwrap();
+    pods.upsert_pod(pod_info(&ok, true)).await.unwrap();
+    pods.upsert_pod(pod_info(&no, true)).await.unwrap();
+    pods.synced().await.unwrap();
+    agent.wait_for("uid-ok", PodState::Enrolled, WAIT).await.unwrap();
+
+    // 2.5 s at 100 ms ticks: 25 chances to resend.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut adds: BTreeMap<String, usize> = BTreeMap::new();
+    while let Ok(seen) = ztunnel.seen.try_recv() {
+        if let Seen::Add { uid, .. } = seen {
+            *adds.entry(uid).or_default() += 1;
+        }
+    }
+    assert_eq!(adds.get("uid-ok"), Some(&1), "{adds:?}");
+    let refused = adds.get("uid-no").copied().unwrap_or_default();
+    // At 0 s, 1 s and 3 s (the first try may fall in the snapshot).
+    assert!((1..=3).contains(&refused), "refused pod re-added {refused} times: {adds:?}");
+    assert_eq!(agent.state("uid-no"), Some(PodState::Pending));
 }

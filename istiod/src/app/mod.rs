@@ -193,8 +193,11 @@ async fn kube_backends(
     tasks.spawn(async move {
         sources.join_all().await;
     });
-    let authenticator =
-        crate::ca::kube::KubeTokenAuthenticator::new(client.clone(), config.trust_domain.clone());
+    // One TokenReview per token and lifetime, not per stream or CSR.
+    let authenticator = crate::ca::authn_cache::CachingAuthenticator::new(
+        crate::ca::kube::KubeTokenAuthenticator::new(client.clone(), config.trust_domain.clone()),
+        crate::ca::authn_cache::CacheLimits::default(),
+    );
     Ok(Backends {
         ca: CaParts {
             authenticator: Arc::new(authenticator),
@@ -206,6 +209,37 @@ async fn kube_backends(
         kube_client: Some(client),
         tasks,
     })
+}
+
+/// Concurrent streams one client connection may hold: a proxy needs one
+/// ADS stream and a few certificate requests at a time; more wait on the
+/// client side (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// HTTP/2 PING interval on idle connections, and how long the answer may
+/// take before the connection is closed (upstream istiod's keepalive
+/// defaults: `Time` 30 s, `Timeout` 10 s).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections are closed (gracefully, with GOAWAY) after this long, so an
+/// idle or long-lived client reconnects and rebalances (upstream istiod's
+/// `keepaliveMaxServerConnectionAge` default, 30 min).
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30 * 60);
+pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(10);
+/// Largest header block a client may send (as on the HBONE ports).
+pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
+/// The gRPC server settings shared by the TLS and plaintext ports: bounded
+/// streams and headers, keepalive PINGs that close dead peers, a maximum
+/// connection age.
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_connection_age(MAX_CONNECTION_AGE)
+        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
 }
 
 impl App {
@@ -294,7 +328,7 @@ impl App {
         servers.spawn(async move {
             let incoming =
                 mesh_identity::grpc::incoming(grpc_listener, tls, crate::ca::HANDSHAKE_TIMEOUT);
-            let served = tonic::transport::Server::builder()
+            let served = grpc_server()
                 .add_service(ca.into_server())
                 .add_service(ads.into_server())
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -314,7 +348,7 @@ impl App {
                 let mut stop = shutdown.subscribe();
                 servers.spawn(async move {
                     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                    let served = tonic::transport::Server::builder()
+                    let served = grpc_server()
                         .add_service(ads.into_server())
                         .serve_with_incoming_shutdown(incoming, async move {
                             let _ = stop.wait_for(|s| *s).await;

@@ -17,6 +17,7 @@
 //!   `istio-ca-root-cert`).
 
 pub mod authn;
+pub mod authn_cache;
 mod authority;
 mod config;
 pub mod csr;

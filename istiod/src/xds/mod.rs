@@ -25,6 +25,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub use store::{ConfigStore, TypeChanges, address_resource, authorization_resource};
 
+/// Largest DeltaDiscoveryRequest accepted (upstream: gRPC's default
+/// `MaxRecvMsgSize`, 4 MiB); together with the per-stream name limit
+/// (`mesh_xds::server::MAX_SUBSCRIBED_NAMES`) it bounds a stream's state.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 /// The ADS gRPC service over a [`ConfigStore`].
 #[derive(Debug, Clone)]
 pub struct AdsService {
@@ -62,7 +67,7 @@ impl AdsService {
     }
 
     pub fn into_server(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 }
 

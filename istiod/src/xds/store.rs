@@ -196,6 +196,10 @@ impl ConfigStore {
 }
 
 impl ViewSource for ConfigStore {
+    fn serves(&self, type_url: &str) -> bool {
+        matches!(type_url, type_url::ADDRESS | type_url::AUTHORIZATION)
+    }
+
     fn view(&self, _node: Option<&Node>, type_url: &str) -> Arc<ResourceView> {
         // Every proxy sees the whole mesh (as upstream's ztunnel view); it
         // narrows with on-demand subscriptions.

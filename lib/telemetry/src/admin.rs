@@ -7,11 +7,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::http_server::{Activity, ServeLimits, Tracked, accept_loop, with_idle_timeout};
 use crate::logging::LogControl;
 
 /// Produces the JSON of `/config_dump`.
@@ -161,30 +162,46 @@ pub fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes
     }
 }
 
-/// Serves `state` on `listener` (HTTP/1.1) until the task is dropped.
+/// Serves `state` on `listener` (HTTP/1.1) until the task is dropped, with
+/// the default [`ServeLimits`].
 pub async fn serve(listener: TcpListener, state: AdminState) {
+    serve_with(listener, state, ServeLimits::default()).await;
+}
+
+/// Serves `state` on `listener` under `limits` until the task is dropped.
+pub async fn serve_with(listener: TcpListener, state: AdminState, limits: ServeLimits) {
     let state = Arc::new(state);
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                continue;
-            }
-        };
+    let name = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let accept = || listener.accept();
+    accept_loop(&name, accept, |(tcp, peer)| {
         let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = route(&state, &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "admin connection ended");
-            }
-        });
+        tokio::spawn(serve_connection(tcp, peer, state, limits));
+    })
+    .await;
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    state: Arc<AdminState>,
+    limits: ServeLimits,
+) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let response = route(&state, &request);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let activity = Activity::new();
+    let io = TokioIo::new(Tracked::new(tcp, Arc::clone(&activity)));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .serve_connection(io, service);
+    match with_idle_timeout(activity, limits.idle_timeout, conn).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "admin connection ended"),
+        None => tracing::debug!(%peer, "admin connection idle; closed"),
     }
 }
 

@@ -66,6 +66,10 @@ impl World {
 }
 
 impl ViewSource for World {
+    fn serves(&self, type_url: &str) -> bool {
+        matches!(type_url, type_url::ADDRESS | type_url::AUTHORIZATION)
+    }
+
     fn view(&self, _node: Option<&Node>, type_url: &str) -> Arc<ResourceView> {
         Arc::new(self.views.lock().unwrap().get(type_url).cloned().unwrap_or_default())
     }

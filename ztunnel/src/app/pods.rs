@@ -2,6 +2,7 @@
 //! identity, and the certificates they hold.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -16,18 +17,47 @@ use tokio::sync::{mpsc, watch};
 use crate::inpod::{PodProxies, PodWorkload};
 use crate::state::StateHandle;
 
+/// A network namespace by identity: the device and inode of its nsfs
+/// file, equal for every descriptor of the same namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NetnsId {
+    dev: u64,
+    ino: u64,
+}
+
+impl NetnsId {
+    fn of(netns: &OwnedFd) -> Result<Self, String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let stat = netns
+            .try_clone()
+            .map(std::fs::File::from)
+            .and_then(|file| file.metadata())
+            .map_err(|e| format!("reading the netns descriptor: {e}"))?;
+        Ok(Self { dev: stat.dev(), ino: stat.ino() })
+    }
+}
+
 /// The enrolled pods and what a resync has seen.
 #[derive(Debug, Default)]
 struct Book {
     /// ZDS uid -> the pod's workload.
     pods: HashMap<String, PodWorkload>,
+    /// ZDS uid -> the namespace its listeners are in.
+    netns: HashMap<String, NetnsId>,
     /// Uids added or kept since the agent (re)connected.
     seen: HashSet<String>,
 }
 
 /// How long a DelWorkload waits for the pod's connections to close before
-/// it is acknowledged anyway.
-const DEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// it is acknowledged anyway. The pod is out of service before the wait
+/// (listeners closed, every task told to stop, resets normally sent within
+/// a millisecond); the wait only keeps the ack behind those resets. It is
+/// short because requests on the ZDS connection are answered one at a time:
+/// a pod whose tasks are slow to end would otherwise hold up every removal
+/// queued behind it (upstream: ztunnel acks DelWorkload at once and drains
+/// the workload in the background). The tasks end on their own after the
+/// ack; the agent keeps the rules `release_grace` longer still.
+const DEL_ACK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Turns ZDS requests into pod proxies.
 #[derive(Debug)]
@@ -100,7 +130,22 @@ impl Pods {
     async fn handle(&self, request: ZdsRequest) -> Result<(), String> {
         match request {
             ZdsRequest::Add { uid, info, netns } => {
+                let netns_id = NetnsId::of(&netns)?;
                 let workload = self.workload_of(&info)?;
+                {
+                    let mut book = self.book();
+                    let same = book.netns.get(&uid) == Some(&netns_id)
+                        && book.pods.get(&uid) == Some(&workload);
+                    if same {
+                        // upstream (inpod state manager): an Add for a pod
+                        // already served in the same netns is a no-op; a
+                        // snapshot replays every pod, and replacing its
+                        // listeners would reset all its connections.
+                        tracing::debug!(pod = uid, "already served in this netns; unchanged");
+                        book.seen.insert(uid);
+                        return Ok(());
+                    }
+                }
                 let identity = workload.identity.clone();
                 self.proxies
                     .add(&uid, workload.clone(), &Netns::from_fd(netns))
@@ -110,6 +155,7 @@ impl Pods {
                 let previous = {
                     let mut book = self.book();
                     book.seen.insert(uid.clone());
+                    book.netns.insert(uid.clone(), netns_id);
                     book.pods.insert(uid, workload)
                 };
                 if let Some(previous) = previous.filter(|p| p.identity != identity) {
@@ -128,7 +174,7 @@ impl Pods {
             ZdsRequest::Del { uid } => {
                 // Ack only once the pod's connections are closed: the agent
                 // removes the capture rules after the ack.
-                self.proxies.remove_and_wait(&uid, DEL_GRACE).await;
+                self.proxies.remove_and_wait(&uid, DEL_ACK_WAIT).await;
                 self.remove(&uid);
                 Ok(())
             }
@@ -167,7 +213,11 @@ impl Pods {
     /// other pod uses it.
     pub(crate) fn remove(&self, uid: &str) {
         self.proxies.remove(uid);
-        let removed = self.book().pods.remove(uid);
+        let removed = {
+            let mut book = self.book();
+            book.netns.remove(uid);
+            book.pods.remove(uid)
+        };
         if let Some(pod) = removed {
             self.release(&pod.identity);
         }

@@ -13,6 +13,7 @@
 
 mod offline;
 mod support;
+mod zds;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};

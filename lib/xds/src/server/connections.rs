@@ -31,7 +31,7 @@ pub fn lock(session: &SharedSession) -> MutexGuard<'_, Session> {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TypeLabel {
-    r#type: String,
+    r#type: &'static str,
 }
 
 /// Upstream istiod's xDS metric names, so existing dashboards work.
@@ -42,10 +42,20 @@ pub struct XdsMetrics {
     rejects: Family<TypeLabel, Counter>,
     push_time: Family<TypeLabel, Histogram>,
     push_size: Family<TypeLabel, Histogram>,
+    refused_types: Counter,
 }
 
-fn short_type(type_url: &str) -> String {
-    type_url.rsplit('.').next().unwrap_or(type_url).to_ascii_lowercase()
+/// The metric label of a type URL, from a fixed set: a label never holds
+/// text a client chose, so clients cannot grow the metric families.
+fn type_label(type_url: &str) -> &'static str {
+    use mesh_proto::type_url as t;
+    match type_url {
+        t::ADDRESS => "address",
+        t::AUTHORIZATION => "authorization",
+        t::WAYPOINT_SERVICE => "waypointservice",
+        t::L7_AUTHORIZATION => "l7authorization",
+        _ => "unknown",
+    }
 }
 
 impl XdsMetrics {
@@ -60,6 +70,7 @@ impl XdsMetrics {
             push_size: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(64.0, 4.0, 12))
             }),
+            refused_types: Counter::default(),
         };
         registry.register("pilot_xds", "Connected xDS proxies", metrics.connected.clone());
         registry.register(
@@ -82,18 +93,27 @@ impl XdsMetrics {
             "Encoded size of xDS responses",
             metrics.push_size.clone(),
         );
+        registry.register(
+            "pilot_xds_refused_type_requests",
+            "xDS requests ignored because their type URL is not served",
+            metrics.refused_types.clone(),
+        );
         metrics
     }
 
+    pub(crate) fn refused_type(&self) {
+        self.refused_types.inc();
+    }
+
     pub(crate) fn pushed(&self, type_url: &str, bytes: usize, took: Duration) {
-        let label = TypeLabel { r#type: short_type(type_url) };
+        let label = TypeLabel { r#type: type_label(type_url) };
         self.pushes.get_or_create(&label).inc();
         self.push_time.get_or_create(&label).observe(took.as_secs_f64());
         self.push_size.get_or_create(&label).observe(bytes as f64);
     }
 
     pub(crate) fn rejected(&self, type_url: &str) {
-        self.rejects.get_or_create(&TypeLabel { r#type: short_type(type_url) }).inc();
+        self.rejects.get_or_create(&TypeLabel { r#type: type_label(type_url) }).inc();
     }
 }
 

@@ -7,6 +7,7 @@ mod stream;
 pub use connections::{Connections, SharedSession, XdsMetrics, lock};
 
 pub use session::{
-    RequestOutcome, ResourceView, Session, SessionError, TypeStatus, VersionedResource,
+    MAX_SUBSCRIBED_NAMES, RequestOutcome, ResourceView, Session, SessionError, TypeStatus,
+    VersionedResource,
 };
 pub use stream::{ResponseStream, ViewSource, serve};

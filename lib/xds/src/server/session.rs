@@ -23,6 +23,12 @@ use crate::WILDCARD;
 /// then reported as unknown rather than kept forever.
 const MAX_OUTSTANDING_NONCES: usize = 16;
 
+/// Most resource names one stream may subscribe to (or report held) per
+/// type. Per-stream state grows with them, and a proxy needs far fewer:
+/// ztunnel subscribes by wildcard and adds on-demand names one lookup at a
+/// time. A stream over the limit is ended with `RESOURCE_EXHAUSTED`.
+pub const MAX_SUBSCRIBED_NAMES: usize = 10_000;
+
 /// A resource as istiod holds it: a content version and the encoded value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionedResource {
@@ -42,6 +48,8 @@ pub enum SessionError {
     NoTypeUrl,
     #[error("{type_url}: nonce {nonce:?} was never sent")]
     UnknownNonce { type_url: String, nonce: String },
+    #[error("{type_url}: more than {limit} resource names subscribed or held")]
+    TooManyNames { type_url: String, limit: usize },
 }
 
 /// How a request changed the session.
@@ -82,18 +90,37 @@ impl TypeStatus {
 }
 
 /// One proxy connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Session {
     node: Option<Node>,
     types: HashMap<String, TypeStatus>,
     nonce_counter: u64,
     /// Nonces sent and not yet superseded, by type.
     outstanding: HashMap<String, Vec<String>>,
+    /// Names per type beyond which a request is refused.
+    max_names: usize,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Session {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_name_limit(MAX_SUBSCRIBED_NAMES)
+    }
+
+    /// A session refusing more than `max_names` names per type.
+    pub fn with_name_limit(max_names: usize) -> Self {
+        Self {
+            node: None,
+            types: HashMap::new(),
+            nonce_counter: 0,
+            outstanding: HashMap::new(),
+            max_names,
+        }
     }
 
     /// The node as announced in the first request that carried one.
@@ -156,10 +183,14 @@ impl Session {
                 &request.resource_names_unsubscribe,
             );
             status.answer_due |= changed;
+            check_names(status, &type_url, self.max_names)?;
             return Ok(if changed { RequestOutcome::SubscriptionChanged } else { outcome });
         }
 
         if first {
+            if request.initial_resource_versions.len() > self.max_names {
+                return Err(SessionError::TooManyNames { type_url, limit: self.max_names });
+            }
             // What the proxy holds from an earlier stream counts as sent, so
             // unchanged resources are not resent after a reconnect.
             status.sent.extend(request.initial_resource_versions);
@@ -176,6 +207,7 @@ impl Session {
             &request.resource_names_subscribe,
             &request.resource_names_unsubscribe,
         );
+        check_names(status, &type_url, self.max_names)?;
         Ok(RequestOutcome::SubscriptionChanged)
     }
 
@@ -254,6 +286,14 @@ impl Session {
             nonce,
         })
     }
+}
+
+/// Refuses a subscription naming more than `limit` names.
+fn check_names(status: &TypeStatus, type_url: &str, limit: usize) -> Result<(), SessionError> {
+    if status.names.len() > limit {
+        return Err(SessionError::TooManyNames { type_url: type_url.to_owned(), limit });
+    }
+    Ok(())
 }
 
 /// Applies subscribe/unsubscribe lists; returns whether anything changed.

@@ -26,10 +26,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::connections::{ConnectionGuard, Connections, lock};
-use super::session::{RequestOutcome, ResourceView};
+use super::session::{RequestOutcome, ResourceView, SessionError};
 
 /// Where a stream's resources come from.
 pub trait ViewSource: Send + Sync + 'static {
+    /// Whether this source serves `type_url`. Requests for any other type
+    /// are ignored: they create no per-stream state and no metric label
+    /// (upstream istiod likewise answers nothing for a type it has no
+    /// generator for).
+    fn serves(&self, type_url: &str) -> bool;
     /// Everything of `type_url` this proxy may see.
     fn view(&self, node: Option<&Node>, type_url: &str) -> Arc<ResourceView>;
     /// Ticks (with a generation number) whenever the world may have changed.
@@ -88,6 +93,13 @@ impl Driver {
                         None => return,
                     };
                     let type_url = request.type_url.clone();
+                    if !self.source.serves(&type_url) {
+                        tracing::debug!(node = %self.node_id(), "ignoring a request for a type not served here");
+                        if let Some(m) = self.guard_metrics() {
+                            m.refused_type();
+                        }
+                        continue;
+                    }
                     match self.on_request(request).await {
                         None => return,
                         // ACKs and NACKs need no answer: what changed since
@@ -130,7 +142,13 @@ impl Driver {
             }
             Ok(outcome) => Some(outcome),
             Err(e) => {
-                let _ = self.tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+                let status = match &e {
+                    SessionError::TooManyNames { .. } => Status::resource_exhausted(e.to_string()),
+                    SessionError::NoTypeUrl | SessionError::UnknownNonce { .. } => {
+                        Status::invalid_argument(e.to_string())
+                    }
+                };
+                let _ = self.tx.send(Err(status)).await;
                 None
             }
         }
@@ -143,7 +161,13 @@ impl Driver {
     fn guard_metrics(&self) -> Option<&super::connections::XdsMetrics> {
         self.guard.metrics()
     }
+}
 
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
+
+impl Driver {
     /// Sends what changed for one type (or every subscribed type); `false`
     /// when the proxy is gone. `since`: the generation the change is relative
     /// to, for an incremental comparison.
