@@ -188,10 +188,11 @@ fn two_node_mesh_carries_traffic_follows_policy_edits_and_goes_down_cleanly() {
         assert_eq!(pod["enrolled"], pod["name"] != "crashy", "dataplane-mode decides: {pod:#}");
     }
 
-    // A second `up` changes nothing.
+    // A second `up` is refused (the supervisor holds the state's lock)
+    // and changes nothing.
     let again = mesh.up();
-    assert!(again.status.success(), "{}", text(&again));
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already running"), "{}", text(&again));
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("is in use: its mesh runs"), "{}", text(&again));
     assert_eq!(mesh.status()["supervisor_pid"], status["supervisor_pid"]);
 
     // client (node-a) -> server (node-b) by name, through both ztunnels.
@@ -434,4 +435,84 @@ fn bad_input_is_refused_at_up_naming_file_and_object() {
     );
     assert!(!mesh.state.exists(), "cleaned up after the refused start");
     assert!(mesh_netns::Topology::leftovers(&mesh.prefix).is_empty());
+}
+
+#[test]
+fn up_refuses_a_state_directory_it_does_not_recognise() {
+    let mesh = Mesh::new("lr");
+    // Someone's own directory, with a `config` folder of their own.
+    let theirs = mesh.state.join("config").join("important.yaml");
+    std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+    std::fs::write(&theirs, "precious").unwrap();
+    let out = mesh.up();
+    assert!(!out.status.success(), "up: {}", text(&out));
+    assert!(text(&out).contains("is not a local mesh's state directory"), "{}", text(&out));
+    assert!(!mesh.state.join("state.json").exists(), "nothing was recorded");
+    assert!(mesh_netns::Topology::leftovers(&mesh.prefix).is_empty(), "nothing was started");
+    let down = mesh.ctl(&["down"]);
+    assert!(down.status.success(), "down: {}", text(&down));
+    assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "precious");
+}
+
+#[test]
+fn a_second_up_is_refused_while_the_first_runs_and_down_keeps_user_files() {
+    let mesh = Mesh::new("ll");
+    let config = mesh.config.to_str().unwrap().to_owned();
+    let first = Command::new(AMBIENTCTL)
+        .args(["local", "up", "--config", &config, "--prefix", &mesh.prefix, "--state"])
+        .arg(&mesh.state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the first is starting the mesh, a second `up` on the same
+    // state directory (another prefix, so only the state is shared).
+    let record = mesh.state.join("state.json");
+    for _ in 0..500 {
+        if record.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(record.exists(), "the first `up` recorded its mesh");
+    let other = format!("{}x", mesh.prefix);
+    let second = mesh.ctl(&["up", "--config", &config, "--prefix", &other]);
+    assert!(!second.status.success(), "second up: {}", text(&second));
+    assert!(text(&second).contains("is in use"), "{}", text(&second));
+    assert!(mesh_netns::Topology::leftovers(&other).is_empty(), "the second started nothing");
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "the first up, undisturbed: {}", text(&first));
+    assert_eq!(mesh.status()["phase"], "ready");
+
+    // Files a user puts into the state directory, also into the mesh's
+    // own log folder, survive `down`; everything of the mesh goes.
+    let notes = mesh.state.join("notes.txt");
+    let mine = mesh.state.join("logs").join("mine.txt");
+    std::fs::write(&notes, "notes").unwrap();
+    std::fs::write(&mine, "mine").unwrap();
+    let pids = Mesh::pids(&mesh.status());
+    let down = mesh.ctl(&["down"]);
+    assert!(down.status.success(), "down: {}", text(&down));
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "notes");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine");
+    let mut left: Vec<String> = Vec::new();
+    for dir in [mesh.state.clone(), mesh.state.join("logs")] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            left.push(entry.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    left.sort();
+    assert_eq!(
+        left,
+        ["logs", "mine.txt", "notes.txt"],
+        "only the user's files (and their folder) stay"
+    );
+    for pid in pids {
+        assert!(!running(pid), "process {pid} still runs");
+    }
+    assert!(mesh_netns::Topology::leftovers(&mesh.prefix).is_empty());
+    // The directory is now someone's: a new `up` refuses it.
+    let again = mesh.up();
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("is not a local mesh's state directory"), "{}", text(&again));
 }

@@ -5,7 +5,9 @@
 //! every process inside the mesh's namespaces (`ip netns pids`; SIGTERM,
 //! SIGKILL after a grace period), the namespaces themselves (their veths,
 //! the bridge, capture rules and routes go with them), the files outside
-//! the state directory, then the state directory's own files.
+//! the state directory, then what the record says was created inside the
+//! state directory, and nothing else there (see `super::owned`: a file a
+//! user put into it stays, and so do the directories holding one).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 
 use super::error::Error;
 use super::layout::Layout;
+use super::owned;
 use super::record::{self, ProcRef, Record};
 use crate::output;
 
@@ -30,6 +33,8 @@ pub(crate) struct Removed {
     pub(crate) processes: usize,
     pub(crate) namespaces: usize,
     pub(crate) files: usize,
+    /// Directories left because they hold something not made by the mesh.
+    pub(crate) kept: Vec<std::path::PathBuf>,
 }
 
 pub(crate) fn down(state: &Path) -> Result<ExitCode, Error> {
@@ -47,6 +52,13 @@ pub(crate) fn down(state: &Path) -> Result<ExitCode, Error> {
          nothing of it is left",
         removed.processes, removed.namespaces, removed.files
     ));
+    if !removed.kept.is_empty() {
+        let kept: Vec<String> = removed.kept.iter().map(|p| p.display().to_string()).collect();
+        output::line(format_args!(
+            "kept (they hold files the mesh did not make): {}",
+            kept.join(", ")
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -115,29 +127,28 @@ pub(crate) fn clean(layout: &Layout, record: &Record) -> Result<Removed, Error> 
         removed.namespaces = Topology::remove_leftovers(&record.prefix)?;
     }
     for path in &record.outside_files {
-        if path.exists() {
+        // Only what the mesh makes outside: `/etc/netns/<prefix>-...`.
+        let ours = path.parent() == Some(Path::new("/etc/netns"))
+            && !record.prefix.is_empty()
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{}-", record.prefix)));
+        if !ours {
+            output::error(format_args!(
+                "not removing {}: not a file the mesh makes",
+                path.display()
+            ));
+            continue;
+        }
+        if path.symlink_metadata().is_ok() {
             std::fs::remove_dir_all(path).map_err(Error::io("removing", path))?;
             removed.files += 1;
         }
     }
-    for dir in [layout.config(), layout.istiod_state(), layout.root.join("nodes"), layout.logs()] {
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(Error::io("removing", &dir))?;
-            removed.files += 1;
-        }
-    }
-    for file in [
-        layout.status(),
-        layout.status().with_extension("json.tmp"),
-        layout.record().with_extension("json.tmp"),
-        layout.record(),
-    ] {
-        if file.exists() {
-            std::fs::remove_file(&file).map_err(Error::io("removing", &file))?;
-            removed.files += 1;
-        }
-    }
-    // The directory itself if it is now empty (it may be the user's).
-    let _ = std::fs::remove_dir(&layout.root);
+    // Inside the state directory: what was recorded, newest first (the
+    // record itself, the lock and the directory, if `up` made them, last).
+    let removal = owned::remove(&layout.root, &record.created)?;
+    removed.files += removal.removed;
+    removed.kept = removal.kept;
     Ok(removed)
 }

@@ -1,6 +1,7 @@
 //! Where things live under the state directory.
 //!
 //! ```text
+//! STATE/lock                    flock'ed by `up`, then by its supervisor while it lives
 //! STATE/state.json              what was created (written before creating it)
 //! STATE/status.json             the supervisor's view: nodes, pods, readiness, errors
 //! STATE/config/                 the generated config istiod reads (user files + pod status)
@@ -29,6 +30,10 @@ impl Layout {
         // Children run with other working directories: keep paths absolute.
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
         Self { root }
+    }
+
+    pub(crate) fn lock(&self) -> PathBuf {
+        self.root.join("lock")
     }
 
     pub(crate) fn record(&self) -> PathBuf {

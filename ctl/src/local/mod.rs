@@ -8,9 +8,10 @@
 //!   enrolment ([`enroll`]), the pods' containers as processes
 //!   ([`process`]), and the generated config copy istiod reads
 //!   ([`generate`]), re-synced from the user's directory.
-//! - [`down`] removes everything, from the record in `state.json`
-//!   ([`record`]) and the namespace prefix, whether or not the supervisor
-//!   is still alive.
+//! - [`down`] removes everything the mesh made, and only that, from the
+//!   record in `state.json` ([`record`], [`owned`]) and the namespace
+//!   prefix, whether or not the supervisor is still alive.
+//! - [`lock`]: one `up` (then its supervisor) per state directory.
 //! - [`inspect`]: `status`, `exec`, `logs`.
 
 mod down;
@@ -20,7 +21,9 @@ mod generate;
 mod http;
 mod inspect;
 mod layout;
+mod lock;
 mod manifest;
+mod owned;
 mod preflight;
 mod process;
 mod record;

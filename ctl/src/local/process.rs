@@ -14,7 +14,9 @@ use std::os::unix::process::CommandExt;
 use tokio::time::Instant;
 
 use super::error::Error;
+use super::layout::Layout;
 use super::manifest::RestartPolicy;
+use super::owned::{self, Kind};
 
 /// How to start one process.
 #[derive(Debug, Clone)]
@@ -26,11 +28,15 @@ pub(crate) struct Launch {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) working_dir: Option<PathBuf>,
     pub(crate) log: PathBuf,
+    /// The state directory the log is in (its path is recorded there
+    /// before it is created).
+    pub(crate) layout: Layout,
 }
 
 impl Launch {
     fn spawn(&self) -> Result<Child, Error> {
         let spawn_err = |source| Error::Spawn { what: self.what.clone(), source };
+        owned::claim(&self.layout, &self.log, Kind::File)?;
         if let Some(parent) = self.log.parent() {
             std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
         }

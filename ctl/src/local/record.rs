@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::Error;
+use super::owned::Created;
 
 /// A process: its pid and its start time (field 22 of `/proc/<pid>/stat`),
 /// so a reused pid is never mistaken for ours.
@@ -52,6 +53,10 @@ pub(crate) struct Record {
     pub(crate) supervisor: Option<ProcRef>,
     /// Files and directories outside the state directory (`/etc/netns/<ns>`).
     pub(crate) outside_files: Vec<PathBuf>,
+    /// Every path created inside the state directory, in creation order
+    /// (see `super::owned`): `down` removes these and nothing else.
+    #[serde(default)]
+    pub(crate) created: Vec<Created>,
 }
 
 /// Readiness of one component.
@@ -144,6 +149,15 @@ pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::Io { what: "reading", path: path.to_owned(), source: e }),
     }
+}
+
+/// Loads the record at `path` (a default one if there is none), changes it
+/// with `change` and saves it: every writer starts from what is on disk.
+pub(crate) fn update(path: &Path, change: impl FnOnce(&mut Record)) -> Result<Record, Error> {
+    let mut record: Record = load(path)?.unwrap_or_default();
+    change(&mut record);
+    save(path, &record)?;
+    Ok(record)
 }
 
 /// Writes a JSON file atomically (write then rename).

@@ -22,7 +22,9 @@ use std::process::ExitCode;
 
 use super::error::Error;
 use super::layout::Layout;
-use super::record::{self, Phase, ProcRef, Record, Status};
+use super::lock::StateLock;
+use super::owned::{self, Kind};
+use super::record::{self, Phase, ProcRef, Status};
 use crate::cli::UpArgs;
 use crate::output;
 
@@ -36,10 +38,14 @@ pub(crate) fn supervise(args: &UpArgs) -> Result<ExitCode, Error> {
 }
 
 async fn run(args: &UpArgs, layout: Layout) -> Result<ExitCode, Error> {
-    let mut record: Record = record::load(&layout.record())?.unwrap_or_default();
+    // Held (through stdin) until this process exits: no second `up` on
+    // this state directory meanwhile.
+    let _lock = StateLock::inherited(&layout)?;
     let me = i32::try_from(std::process::id()).unwrap_or_default();
-    record.supervisor = ProcRef::of(me);
-    record::save(&layout.record(), &record)?;
+    record::update(&layout.record(), |record| record.supervisor = ProcRef::of(me))?;
+    for file in [layout.status(), layout.status().with_extension("json.tmp")] {
+        owned::claim(&layout, &file, Kind::File)?;
+    }
     let status = Status {
         supervisor_pid: me,
         config_dir: args.config.clone(),
@@ -47,7 +53,7 @@ async fn run(args: &UpArgs, layout: Layout) -> Result<ExitCode, Error> {
         ..Status::default()
     };
     record::save(&layout.status(), &status)?;
-    match mesh::Mesh::bring_up(args, &layout, &mut record, status.clone()).await {
+    match mesh::Mesh::bring_up(args, &layout, status.clone()).await {
         Ok(mut mesh) => {
             output::error("mesh ready");
             mesh.run().await

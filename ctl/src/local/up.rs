@@ -1,11 +1,14 @@
-//! `ambientctl local up`: checks the machine and the config, starts the
-//! supervisor detached (its own process group, stdin closed, output to
-//! `STATE/logs/supervisor.log`) and waits for its verdict in `status.json`.
+//! `ambientctl local up`: checks the state directory (new, empty, or a
+//! mesh's: never someone else's files), the machine and the config, takes
+//! the state directory's lock ([`super::lock`]), records what it creates
+//! ([`super::owned`]), starts the supervisor detached (its own process
+//! group, the lock as its stdin, output to `STATE/logs/supervisor.log`)
+//! and waits for its verdict in `status.json`.
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use mesh_netns::Topology;
@@ -15,7 +18,9 @@ use super::down;
 use super::error::Error;
 use super::inspect;
 use super::layout::Layout;
+use super::lock::{LockError, StateLock};
 use super::manifest;
+use super::owned::{self, Created, Kind};
 use super::preflight;
 use super::record::{self, Phase, Record, Status};
 use crate::cli::UpArgs;
@@ -36,25 +41,10 @@ pub(crate) fn bin_dir(args: &UpArgs) -> Result<PathBuf, Error> {
 
 pub(crate) fn up(args: &UpArgs) -> Result<ExitCode, Error> {
     let layout = Layout::new(&args.state);
+    // Read-only checks first: a refused start creates nothing.
+    recognised(&layout)?;
     if let Some(existing) = record::load::<Record>(&layout.record())? {
-        if let Some(supervisor) = existing.supervisor.filter(|s| s.alive()) {
-            output::line(format_args!(
-                "a local mesh is already running (supervisor pid {}, config {}, state {}); nothing changed.\n\
-                 `ambientctl local status --state {}` shows it; `ambientctl local down --state {}` stops it.",
-                supervisor.pid,
-                existing.config_dir.display(),
-                layout.root.display(),
-                layout.root.display(),
-                layout.root.display(),
-            ));
-            return Ok(ExitCode::SUCCESS);
-        }
-        return Err(Error::State(format!(
-            "{} records a mesh that is not running (stopped or killed half way); \
-             run `ambientctl local down --state {}` to clean it up first",
-            layout.record().display(),
-            layout.root.display()
-        )));
+        return Err(existing_mesh(&layout, &existing));
     }
     let bin = bin_dir(args)?;
     preflight::check(&bin)?;
@@ -80,12 +70,40 @@ pub(crate) fn up(args: &UpArgs) -> Result<ExitCode, Error> {
         }
     }
 
-    std::fs::create_dir_all(layout.logs()).map_err(Error::io("creating", layout.logs()))?;
-    let record =
-        Record { prefix: args.prefix.clone(), config_dir: config.clone(), ..Record::default() };
+    // The directory (if new) and its lock come before the record that
+    // lists them: the record lives in the directory, and only the lock's
+    // holder may write it.
+    let made_root = !layout.root.exists();
+    std::fs::create_dir_all(&layout.root).map_err(Error::io("creating", &layout.root))?;
+    let lock = match StateLock::take(&layout) {
+        Ok(lock) => lock,
+        Err(LockError::Held) => return Err(in_use(&layout)),
+        Err(LockError::Io(e)) => return Err(e),
+        Err(e) => return Err(Error::State(e.to_string())),
+    };
+    // Another `up` may have come and gone between the checks and the lock.
+    if let Some(existing) = record::load::<Record>(&layout.record())? {
+        return Err(existing_mesh(&layout, &existing));
+    }
+    let mut created = Vec::new();
+    if made_root {
+        created.push(Created { path: layout.root.clone(), kind: Kind::Dir });
+    }
+    // The lock file is ours even if a crashed `up` left it (`recognised`).
+    for file in [layout.lock(), layout.record(), layout.record().with_extension("json.tmp")] {
+        created.push(Created { path: file, kind: Kind::File });
+    }
+    let record = Record {
+        prefix: args.prefix.clone(),
+        config_dir: config.clone(),
+        created,
+        ..Record::default()
+    };
     record::save(&layout.record(), &record)?;
+    owned::create_dir(&layout, &layout.logs(), Kind::Dir)?;
 
     let supervisor_log = layout.component_log("supervisor");
+    owned::claim(&layout, &supervisor_log, Kind::File)?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -101,7 +119,8 @@ pub(crate) fn up(args: &UpArgs) -> Result<ExitCode, Error> {
         .arg(&layout.root)
         .args(["--prefix", &args.prefix, "--bin-dir"])
         .arg(&bin)
-        .stdin(Stdio::null())
+        // The lock, held through the supervisor's life (see `super::lock`).
+        .stdin(lock.share()?)
         .stdout(log)
         .stderr(log_err)
         .process_group(0)
@@ -148,4 +167,65 @@ pub(crate) fn up(args: &UpArgs) -> Result<ExitCode, Error> {
     }
     let _ = child.try_wait();
     Err(Error::Failed(failure))
+}
+
+/// Refuses a state directory that is neither new, empty, nor ours: one
+/// without our record holding anything but our lock file. (`down` only
+/// removes what the record lists; this keeps `up` from adopting a
+/// directory of someone else's files.)
+fn recognised(layout: &Layout) -> Result<(), Error> {
+    let entries = match std::fs::read_dir(&layout.root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::Io { what: "reading", path: layout.root.clone(), source: e }),
+    };
+    if layout.record().symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    let lock = layout.lock();
+    let foreign: Vec<String> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| *p != lock)
+        .map(|p| p.display().to_string())
+        .take(5)
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(Error::State(format!(
+        "{} is not empty and is not a local mesh's state directory (no state.json); \
+         refusing to use it (it holds {}). Pass an empty or new directory as --state.",
+        layout.root.display(),
+        foreign.join(", ")
+    )))
+}
+
+/// The error for a state directory whose lock someone holds.
+fn in_use(layout: &Layout) -> Error {
+    let record = record::load::<Record>(&layout.record()).ok().flatten();
+    let by = match record.and_then(|r| r.supervisor) {
+        Some(s) if s.alive() => format!("its mesh runs (supervisor pid {})", s.pid),
+        _ => "another `ambientctl local up` is starting a mesh there".to_owned(),
+    };
+    Error::State(format!(
+        "the state directory {} is in use: {by}. One mesh per state directory: \
+         `ambientctl local status --state {}` shows it, `ambientctl local down --state {}` stops it.",
+        layout.root.display(),
+        layout.root.display(),
+        layout.root.display()
+    ))
+}
+
+/// The error for a state directory that already records a mesh.
+fn existing_mesh(layout: &Layout, existing: &Record) -> Error {
+    if existing.supervisor.is_some_and(|s| s.alive()) || StateLock::is_held(layout) {
+        return in_use(layout);
+    }
+    Error::State(format!(
+        "{} records a mesh that is not running (stopped or killed half way); \
+         run `ambientctl local down --state {}` to clean it up first",
+        layout.record().display(),
+        layout.root.display()
+    ))
 }

@@ -1,17 +1,24 @@
 //! Forwarding to the upstream resolvers.
 //!
 //! The client's query goes out byte for byte over UDP (from the pod, with
-//! the proxy's mark, so the pod's DNS capture lets it through), and the
-//! upstream's answer comes back unchanged, so it keeps the client's id. An
-//! answer with TC set is asked again over TCP. Upstreams are tried in
-//! order, each with its own timeout. At most `max_in_flight` forwards run
-//! at once (a semaphore; a query beyond that fails at once rather than
-//! queueing), and answers are cached per their TTLs ([`super::cache`]).
+//! the proxy's mark, so the pod's DNS capture lets it through). Only a
+//! response to this query is taken, and only its records about the
+//! question ([`super::validate`]); a clean answer comes back unchanged (it
+//! keeps the client's id), a trimmed one re-encoded. An answer with TC set
+//! is asked again over TCP. Upstreams are tried in order, each with its own
+//! timeout, and the whole forward with a total one, so a dead upstream
+//! gives SERVFAIL within seconds (before the client's own retry). At most
+//! `max_in_flight` forwards run at once (a semaphore; a query beyond that
+//! fails at once rather than queueing). Answers are cached per their TTLs
+//! ([`super::cache`]) in the asking pod's own cache, never shared with
+//! another pod: each pod's queries leave from its own namespace, so what
+//! one pod's upstream exchange brought in (or what that pod forged) is
+//! only ever served to that pod.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use hickory_proto::op::Message;
@@ -22,17 +29,21 @@ use tokio::time::Instant;
 
 use super::cache::{AnswerCache, CacheKey};
 use super::metrics::{DnsMetrics, UpstreamLabels};
+use super::validate::{self, Checked};
 use crate::inpod::sockets::{PodSockets, unspecified};
 
-/// Where forwarded queries leave from, with the UDP sockets that finished
-/// an exchange kept for the next one (per upstream, at most
-/// [`IDLE_SOCKETS`]): creating a socket in a pod costs a round trip to the
-/// pod's socket thread. A kept socket may still receive a late datagram;
-/// answers are matched by id and question, so that is ignored.
+/// One pod's side of forwarding: where its queries leave from, the UDP
+/// sockets that finished an exchange kept for the next one (per upstream,
+/// at most [`IDLE_SOCKETS`]; creating a socket in a pod costs a round trip
+/// to the pod's socket thread), and the pod's own answer cache (made on
+/// first use with the forwarder's bounds, dropped with the pod). A kept
+/// socket may still receive a late datagram; answers are matched by id and
+/// question, so that is ignored.
 #[derive(Debug, Clone)]
 pub struct UpstreamSockets {
     origin: Origin,
     idle: Arc<Mutex<HashMap<SocketAddr, Vec<UdpSocket>>>>,
+    cache: Arc<OnceLock<AnswerCache>>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,12 +58,21 @@ pub const IDLE_SOCKETS: usize = 32;
 impl UpstreamSockets {
     /// From ztunnel's own namespace (tests, benchmarks).
     pub fn host() -> Self {
-        Self { origin: Origin::Host, idle: Arc::default() }
+        Self::from_origin(Origin::Host)
     }
 
     /// From the client pod's namespace, with the proxy's mark.
     pub fn pod(sockets: PodSockets) -> Self {
-        Self { origin: Origin::Pod(sockets), idle: Arc::default() }
+        Self::from_origin(Origin::Pod(sockets))
+    }
+
+    fn from_origin(origin: Origin) -> Self {
+        Self { origin, idle: Arc::default(), cache: Arc::default() }
+    }
+
+    /// This pod's answer cache.
+    fn cache(&self, bounds: CacheBounds) -> &AnswerCache {
+        self.cache.get_or_init(|| AnswerCache::new(bounds.capacity, bounds.max_ttl))
     }
 
     async fn udp(&self, target: SocketAddr) -> io::Result<UdpSocket> {
@@ -90,6 +110,24 @@ impl UpstreamSockets {
             Origin::Pod(sockets) => sockets.connect(target, None).await.map_err(io::Error::other),
         }
     }
+}
+
+/// The bounds of each pod's answer cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheBounds {
+    /// Entries per pod.
+    pub capacity: usize,
+    /// A cached answer lives at most this long, whatever its TTL.
+    pub max_ttl: Duration,
+}
+
+/// How long forwards may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// One upstream's exchange.
+    pub upstream: Duration,
+    /// The whole forward, over every upstream tried.
+    pub total: Duration,
 }
 
 /// Why a forward got no answer.
@@ -137,9 +175,9 @@ pub struct Forwarded {
 #[derive(Debug)]
 pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
-    timeout: Duration,
+    timeouts: Timeouts,
     permits: Semaphore,
-    cache: AnswerCache,
+    cache: CacheBounds,
     metrics: Arc<DnsMetrics>,
 }
 
@@ -149,24 +187,33 @@ const MAX_MESSAGE: usize = 65_535;
 impl Forwarder {
     pub fn new(
         upstreams: Vec<SocketAddr>,
-        timeout: Duration,
+        timeouts: Timeouts,
         max_in_flight: usize,
-        cache: AnswerCache,
+        cache: CacheBounds,
         metrics: Arc<DnsMetrics>,
     ) -> Self {
-        Self { upstreams, timeout, permits: Semaphore::new(max_in_flight), cache, metrics }
+        Self { upstreams, timeouts, permits: Semaphore::new(max_in_flight), cache, metrics }
     }
 
-    /// Answers `query` (whose wire form is `raw`) from the cache or the
-    /// first upstream that answers.
+    /// Whether there is anywhere to forward to.
+    pub fn has_upstreams(&self) -> bool {
+        !self.upstreams.is_empty()
+    }
+
+    /// Answers `query` (whose wire form is `raw`) from the asking pod's
+    /// cache or the first upstream that answers, within the total timeout.
     pub async fn forward(
         &self,
         sockets: &UpstreamSockets,
         raw: &[u8],
         query: &Message,
     ) -> Result<Forwarded, ForwardError> {
+        if self.upstreams.is_empty() {
+            return Err(ForwardError::NoUpstreams);
+        }
         let key = CacheKey::of(query);
-        if let Some(mut message) = key.as_ref().and_then(|k| self.cache.get(k)) {
+        let cache = sockets.cache(self.cache);
+        if let Some(mut message) = key.as_ref().and_then(|k| cache.get(k)) {
             message.metadata.id = query.metadata.id;
             if let Ok(bytes) = message.to_vec() {
                 return Ok(Forwarded { bytes, message, cached: true });
@@ -176,16 +223,23 @@ impl Forwarder {
             self.metrics.failed("overloaded");
             return Err(ForwardError::Overloaded);
         };
+        let deadline = Instant::now() + self.timeouts.total;
         let mut last = Err(ForwardError::NoUpstreams);
         for upstream in &self.upstreams {
             let started = Instant::now();
-            let exchanged =
-                match tokio::time::timeout(self.timeout, exchange(sockets, *upstream, raw, query))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(ExchangeError::Timeout(self.timeout)),
-                };
+            let budget = self.timeouts.upstream.min(deadline.saturating_duration_since(started));
+            if budget.is_zero() {
+                break;
+            }
+            let exchanged = match tokio::time::timeout(
+                budget,
+                exchange(sockets, *upstream, raw, query),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(ExchangeError::Timeout(budget)),
+            };
             match exchanged {
                 Ok((bytes, message)) => {
                     let code = UpstreamLabels {
@@ -194,7 +248,7 @@ impl Forwarder {
                     let elapsed = started.elapsed().as_secs_f64();
                     self.metrics.upstream_duration.get_or_create(&code).observe(elapsed);
                     if let Some(key) = key {
-                        self.cache.insert(key, &message);
+                        cache.insert(key, &message);
                     }
                     return Ok(Forwarded { bytes, message, cached: false });
                 }
@@ -222,12 +276,14 @@ async fn exchange(
     let answer = loop {
         let n = socket.recv(&mut buf).await?;
         let bytes = buf.get(..n).unwrap_or_default();
-        // Anything but the answer to this query (a stray or spoofed
+        // Anything but the answer to this query (a stray or forged
         // datagram) is ignored; the timeout bounds the wait.
-        if let Ok(message) = Message::from_vec(bytes)
-            && answers(&message, query)
-        {
-            break (bytes.to_vec(), message);
+        let Ok(message) = Message::from_vec(bytes) else { continue };
+        match validate::check(message, query) {
+            Ok(checked) => break encoded(bytes, checked)?,
+            Err(mismatch) => {
+                tracing::debug!(%upstream, %mismatch, "a datagram that is not the answer ignored");
+            }
         }
     };
     // Only a socket whose exchange completed is kept; one that timed out
@@ -237,6 +293,16 @@ async fn exchange(
         return Ok(answer);
     }
     exchange_tcp(sockets, upstream, raw, query).await
+}
+
+/// The bytes to pass on for a checked answer: the upstream's own, unless
+/// records had to be dropped.
+fn encoded(bytes: &[u8], checked: Checked) -> Result<(Vec<u8>, Message), ExchangeError> {
+    if !checked.trimmed {
+        return Ok((bytes.to_vec(), checked.message));
+    }
+    let bytes = checked.message.to_vec().map_err(|e| ExchangeError::Malformed(e.to_string()))?;
+    Ok((bytes, checked.message))
 }
 
 /// One query over TCP (two-byte length prefix each way).
@@ -257,25 +323,20 @@ async fn exchange_tcp(
     let mut bytes = vec![0; usize::from(len)];
     stream.read_exact(&mut bytes).await?;
     let message = Message::from_vec(&bytes).map_err(|e| ExchangeError::Malformed(e.to_string()))?;
-    if !answers(&message, query) {
-        return Err(ExchangeError::Malformed("the answer is for another query".into()));
-    }
-    Ok((bytes, message))
-}
-
-/// Whether `message` is a response to `query` (same id and question).
-fn answers(message: &Message, query: &Message) -> bool {
-    message.metadata.id == query.metadata.id
-        && message.metadata.message_type == hickory_proto::op::MessageType::Response
-        && message.queries == query.queries
+    let checked = validate::check(message, query)
+        .map_err(|m| ExchangeError::Malformed(format!("not the answer to the query: {m}")))?;
+    encoded(&bytes, checked)
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
 
+    use std::net::Ipv4Addr;
+
     use hickory_proto::op::{MessageType, OpCode, Query};
-    use hickory_proto::rr::{Name, RecordType};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
     use mesh_test_support::dns::{DnsUpstream, Zone};
 
     use super::*;
@@ -289,9 +350,10 @@ mod tests {
         let mut zone = Zone::default().with("a.example.", &[IpAddr::from([192, 0, 2, 1])]);
         zone.silent.insert("dead.example.".into());
         let (_upstream, addr) = DnsUpstream::local(zone).unwrap();
-        let cache = AnswerCache::new(0, Duration::from_secs(1));
-        let forwarder =
-            Forwarder::new(vec![addr], Duration::from_millis(200), 8, cache, Arc::default());
+        let cache = CacheBounds { capacity: 0, max_ttl: Duration::from_secs(1) };
+        let timeouts =
+            Timeouts { upstream: Duration::from_millis(200), total: Duration::from_secs(1) };
+        let forwarder = Forwarder::new(vec![addr], timeouts, 8, cache, Arc::default());
         let sockets = UpstreamSockets::host();
         for id in [1, 2] {
             let mut query = Message::new(id, MessageType::Query, OpCode::Query);
@@ -306,5 +368,63 @@ mod tests {
         let raw = query.to_vec().unwrap();
         assert!(forwarder.forward(&sockets, &raw, &query).await.is_err());
         assert_eq!(idle(&sockets, addr), 0, "the socket that timed out is gone");
+    }
+
+    fn query(id: u16, name: &str) -> Message {
+        let mut q = Message::new(id, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        q
+    }
+
+    fn answer(to: &Message, owner: &str, last: u8) -> Message {
+        let mut m = to.clone();
+        m.metadata.message_type = MessageType::Response;
+        let rdata = RData::A(A(Ipv4Addr::new(192, 0, 2, last)));
+        m.add_answer(Record::from_rdata(Name::from_ascii(owner).unwrap(), 60, rdata));
+        m
+    }
+
+    /// An "upstream" that, before its real answer, sends what a forger
+    /// would: another id, another question, and the real answer carrying an
+    /// address for another name.
+    #[tokio::test]
+    async fn forged_datagrams_are_ignored_and_foreign_records_dropped() {
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = upstream.local_addr().unwrap();
+        let forger = tokio::spawn(async move {
+            let mut buf = vec![0; 4096];
+            let (n, peer) = upstream.recv_from(&mut buf).await.unwrap();
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            let mut wrong_id = answer(&q, "www.example.org.", 66);
+            wrong_id.metadata.id = q.metadata.id.wrapping_add(1);
+            let wrong_question =
+                answer(&query(q.metadata.id, "bank.example."), "bank.example.", 66);
+            let mut real = answer(&q, "www.example.org.", 1);
+            real.add_answer(Record::from_rdata(
+                Name::from_ascii("bank.example.").unwrap(),
+                60,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 66))),
+            ));
+            for m in [wrong_id, wrong_question, real] {
+                upstream.send_to(&m.to_vec().unwrap(), peer).await.unwrap();
+            }
+        });
+        let cache = CacheBounds { capacity: 8, max_ttl: Duration::from_secs(60) };
+        let timeouts = Timeouts { upstream: Duration::from_secs(2), total: Duration::from_secs(3) };
+        let forwarder = Forwarder::new(vec![addr], timeouts, 8, cache, Arc::default());
+        let q = query(4242, "www.example.org.");
+        let sockets = UpstreamSockets::host();
+        let got = forwarder.forward(&sockets, &q.to_vec().unwrap(), &q).await.unwrap();
+        forger.await.unwrap();
+        let on_wire = Message::from_vec(&got.bytes).unwrap();
+        for m in [&got.message, &on_wire] {
+            assert_eq!(m.metadata.id, 4242);
+            let rdata: Vec<&RData> = m.answers.iter().map(|r| &r.data).collect();
+            assert_eq!(rdata, [&RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))], "{m:?}");
+        }
+        // What is cached is the checked answer.
+        let again = forwarder.forward(&sockets, &q.to_vec().unwrap(), &q).await.unwrap();
+        assert!(again.cached);
+        assert_eq!(again.message.answers.len(), 1);
     }
 }

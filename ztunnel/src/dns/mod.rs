@@ -8,9 +8,17 @@
 //!   for a malformed query) out. A and AAAA for mesh names are answered
 //!   from the state with a short TTL ([`DnsConfig::ttl`]); a family the
 //!   name has no address of gets NOERROR with no answers; everything else
-//!   goes to [`forward`], whose answers pass through unchanged.
-//! - [`forward`]: the upstream resolvers (UDP, TCP when truncated), with a
-//!   timeout, bounded concurrency and a TTL-honouring [`cache`].
+//!   goes to [`forward`], whose answers are checked against the question
+//!   ([`validate`]) and otherwise pass through unchanged.
+//! - Without upstream resolvers there is no cluster DNS either (local
+//!   mode runs ztunnel so): the mesh is then the only authority for the
+//!   cluster domain, and a name under it that the mesh does not know gets
+//!   NXDOMAIN at once instead of a SERVFAIL, so a resolver walking its
+//!   search list (`server.shop.<ns>.svc.cluster.local`, ...) moves on in
+//!   microseconds.
+//! - [`forward`]: the upstream resolvers (UDP, TCP when truncated), with
+//!   per-upstream and total timeouts, bounded concurrency and a
+//!   TTL-honouring [`cache`] per pod.
 //! - [`metrics`]: `istio_dns_requests_total` and friends.
 //!
 //! - [`serve`]: the UDP and TCP loops of one pod's listeners, which
@@ -24,6 +32,7 @@ pub mod metrics;
 pub mod names;
 mod response;
 pub mod serve;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -33,7 +42,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
 
-pub use forward::{Forwarder, UpstreamSockets};
+pub use forward::{CacheBounds, Forwarder, Timeouts, UpstreamSockets};
 pub use metrics::DnsMetrics;
 use metrics::RequestLabels;
 use names::Lookup;
@@ -46,7 +55,9 @@ pub const DNS_PORT: u16 = 15053;
 /// How the DNS proxy answers and forwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
-    /// Resolvers for names the mesh does not answer, tried in order.
+    /// Resolvers for names the mesh does not answer, tried in order. None
+    /// means there is no cluster DNS either: names under the cluster
+    /// domain that the mesh does not know do not exist (NXDOMAIN).
     pub upstreams: Vec<SocketAddr>,
     /// The cluster domain (`cluster.local`), lowercase, no trailing dot.
     pub cluster_domain: String,
@@ -54,9 +65,14 @@ pub struct DnsConfig {
     pub ttl: u32,
     /// How long one upstream gets to answer.
     pub upstream_timeout: Duration,
+    /// How long a forward gets over all upstreams; then SERVFAIL. Below
+    /// the 5 s a glibc client waits before asking again.
+    pub forward_timeout: Duration,
     /// Forwards in flight at most; queries beyond get SERVFAIL at once.
     pub max_in_flight: usize,
-    /// Forwarded answers cached at most.
+    /// Forwarded answers cached at most, per pod (each pod has its own
+    /// cache: an answer one pod's query brought in is never served to
+    /// another).
     pub cache_capacity: usize,
     /// A cached answer lives at most this long, whatever its TTL.
     pub cache_max_ttl: Duration,
@@ -69,9 +85,10 @@ impl DnsConfig {
             upstreams,
             cluster_domain: "cluster.local".into(),
             ttl: 30,
-            upstream_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(2),
+            forward_timeout: Duration::from_secs(3),
             max_in_flight: 1024,
-            cache_capacity: 4096,
+            cache_capacity: 512,
             cache_max_ttl: Duration::from_secs(300),
         }
     }
@@ -134,10 +151,12 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub fn new(state: StateHandle, config: DnsConfig, metrics: Arc<DnsMetrics>) -> Self {
-        let cache = cache::AnswerCache::new(config.cache_capacity, config.cache_max_ttl);
+        let cache = CacheBounds { capacity: config.cache_capacity, max_ttl: config.cache_max_ttl };
+        let timeouts =
+            Timeouts { upstream: config.upstream_timeout, total: config.forward_timeout };
         let forwarder = Forwarder::new(
             config.upstreams.clone(),
-            config.upstream_timeout,
+            timeouts,
             config.max_in_flight,
             cache,
             Arc::clone(&metrics),
@@ -226,6 +245,21 @@ impl DnsServer {
             Lookup::NxDomain => {
                 tracing::debug!(pod = id, name, %qtype, "DNS query: no such mesh name");
                 (Response::Built(response::error(query, ResponseCode::NXDomain)), "mesh")
+            }
+            // No cluster DNS: nobody but the mesh knows the cluster domain.
+            // (upstream: ztunnel forwards the names it does not know to
+            // kube-dns; where there is none, the answer is the mesh's.)
+            lookup
+                if !self.forwarder.has_upstreams()
+                    && question.query_class() == DNSClass::IN
+                    && names::in_domain(&self.config.cluster_domain, name) =>
+            {
+                let found = matches!(lookup, Lookup::Found(_));
+                tracing::debug!(pod = id, name, %qtype, found, "DNS query: cluster name, no cluster DNS");
+                let code = if found { ResponseCode::NoError } else { ResponseCode::NXDomain };
+                let mut built = response::error(query, code);
+                built.metadata.authoritative = true;
+                (Response::Built(built), "mesh")
             }
             Lookup::Found(_) | Lookup::Forward => {
                 match self.forwarder.forward(&client.sockets, packet, query).await {

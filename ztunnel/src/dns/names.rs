@@ -82,6 +82,11 @@ fn addresses_of(state: &ProxyState, namespace: &str, host: &str) -> Option<Vec<I
     (!addresses.is_empty()).then_some(addresses)
 }
 
+/// Whether `name` is `domain` or under it (both lowercase, no trailing dot).
+pub fn in_domain(domain: &str, name: &str) -> bool {
+    name == domain || name.strip_suffix(domain).is_some_and(|p| p.ends_with('.'))
+}
+
 /// Whether the mesh owns `name` (so that an unknown one does not exist):
 /// `<svc>.<ns>.svc.<domain>`, or any name under `<domain>` that carries the
 /// domain again before it (`x.<ns>.svc.<domain>.<ns>.svc.<domain>`, what a

@@ -130,9 +130,11 @@ async fn other_names_are_forwarded_and_passed_through_unchanged() {
 async fn forwarded_answers_are_served_from_the_cache_with_the_new_id() {
     let (upstream, addr) = DnsUpstream::local(zone()).unwrap();
     let server = server_with(vec![addr], |_| {});
-    ask(&server, "www.example.org.", RecordType::A).await;
+    let pod = client();
+    let first = query(8, "www.example.org.", RecordType::A);
+    server.handle(&pod, &first, Transport::Udp).await.unwrap();
     let raw = query(9, "www.example.org.", RecordType::A);
-    let again = server.handle(&client(), &raw, Transport::Udp).await.unwrap();
+    let again = server.handle(&pod, &raw, Transport::Udp).await.unwrap();
     let again = Message::from_vec(&again).unwrap();
     assert_eq!(again.metadata.id, 9);
     assert_eq!(addresses(&again), vec![IpAddr::from([203, 0, 113, 7])]);
@@ -234,4 +236,93 @@ fn resolv_conf_nameservers_become_upstreams() {
     let want: Vec<SocketAddr> =
         vec!["10.96.0.10:53".parse().unwrap(), "[fd00::a]:53".parse().unwrap()];
     assert_eq!(parse_resolv_conf(text), want);
+}
+
+fn client_with(uid: &str) -> Client {
+    Client { workload_uid: uid.into(), namespace: "ns".into(), sockets: UpstreamSockets::host() }
+}
+
+#[tokio::test]
+async fn one_pods_cached_answer_is_never_served_to_another_pod() {
+    let (upstream, addr) = DnsUpstream::local(zone()).unwrap();
+    let server = server_with(vec![addr], |_| {});
+    let (a, b) = (client_with("pod-a"), client_with("pod-b"));
+    for (client, asked) in [(&a, 1), (&a, 1), (&b, 2), (&b, 2), (&a, 2)] {
+        let raw = query(11, "www.example.org.", RecordType::A);
+        let bytes = server.handle(client, &raw, Transport::Udp).await.unwrap();
+        assert_eq!(
+            addresses(&Message::from_vec(&bytes).unwrap()),
+            [IpAddr::from([203, 0, 113, 7])]
+        );
+        assert_eq!(
+            upstream.count(OUTSIDE),
+            asked,
+            "{}: each pod's answers come from its own cache or its own forward",
+            client.workload_uid
+        );
+    }
+}
+
+/// UDP sockets that take datagrams and never answer.
+fn black_holes(n: usize) -> (Vec<std::net::UdpSocket>, Vec<SocketAddr>) {
+    let sockets: Vec<std::net::UdpSocket> =
+        (0..n).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let addrs = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    (sockets, addrs)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_forward_answers_servfail_within_the_total_timeout() {
+    // A closed port (refused at once), then three upstreams that never
+    // answer: the default timeouts bound the whole forward.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_holes, mut upstreams) = black_holes(3);
+    upstreams.insert(0, closed);
+    let server = server_with(upstreams, |_| {});
+    let started = tokio::time::Instant::now();
+    let failed = ask(&server, "www.example.org.", RecordType::A).await;
+    let took = started.elapsed();
+    assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
+    let bound = DnsConfig::new(Vec::new()).forward_timeout;
+    assert!(
+        took <= bound + Duration::from_millis(100),
+        "SERVFAIL after {took:?} (bound {bound:?})"
+    );
+    assert!(bound <= Duration::from_secs(3), "below a glibc client's 5 s retry: {bound:?}");
+}
+
+#[tokio::test]
+async fn without_cluster_dns_unknown_cluster_names_do_not_exist() {
+    let server = server_with(Vec::new(), |_| {});
+    for name in [
+        "server.shop.ns.svc.cluster.local.",
+        "server.shop.svc.cluster.local.",
+        "server.shop.cluster.local.",
+        "web-0.web.ns.svc.cluster.local.",
+        "cluster.local.",
+    ] {
+        for qtype in [RecordType::A, RecordType::AAAA] {
+            let m = ask(&server, name, qtype).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name} {qtype}");
+            assert!(m.metadata.authoritative, "{name}");
+        }
+    }
+    // Mesh names still resolve; another type of one is NODATA, not SERVFAIL.
+    let web = ask(&server, "web.ns.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(addresses(&web), [IpAddr::from([10, 96, 0, 1])]);
+    let mx = ask(&server, "web.ns.svc.cluster.local.", RecordType::MX).await;
+    assert_eq!(mx.metadata.response_code, ResponseCode::NoError);
+    assert!(mx.answers.is_empty());
+    // Outside the cluster domain there is nobody to ask: SERVFAIL at once.
+    let outside = ask(&server, "server.shop.", RecordType::A).await;
+    assert_eq!(outside.metadata.response_code, ResponseCode::ServFail);
+}
+
+#[tokio::test]
+async fn with_cluster_dns_unknown_cluster_names_are_forwarded() {
+    let (upstream, addr) = DnsUpstream::local(zone()).unwrap();
+    let server = server_with(vec![addr], |_| {});
+    let m = ask(&server, "web-0.web.ns.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "the upstream's answer");
+    assert_eq!(upstream.count("web-0.web.ns.svc.cluster.local"), 1, "{:?}", upstream.seen());
 }

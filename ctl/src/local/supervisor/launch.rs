@@ -33,6 +33,7 @@ pub(super) fn istiod(layout: &Layout, bin_dir: &Path, fabric: &str, nodes: &[Str
         ],
         working_dir: None,
         log: layout.component_log("istiod"),
+        layout: layout.clone(),
     }
 }
 
@@ -60,10 +61,18 @@ pub(super) fn ztunnel(
             var("TOKEN_PATH", layout.node_token(&node.name).display()),
             var("ZDS_SOCKET_PATH", zds_socket.display()),
             var("DNS_PROXY", "true"),
+            // No upstream resolvers: the fabric has no route to the host's
+            // (on purpose), and there is no cluster DNS. Without upstreams
+            // ztunnel's DNS proxy answers the whole cluster domain itself
+            // (unknown names: NXDOMAIN at once) and fails other names with
+            // SERVFAIL at once, instead of forwarding into a black hole
+            // while the pod's resolver waits out its search list.
+            var("DNS_RESOLV_CONF", "/dev/null"),
             var("RUST_LOG", "info"),
         ],
         working_dir: None,
         log: layout.component_log(&format!("ztunnel-{}", node.name)),
+        layout: layout.clone(),
     }
 }
 
@@ -95,6 +104,7 @@ pub(super) fn container(
         env,
         working_dir: c.working_dir.as_ref().map(PathBuf::from),
         log: layout.container_log(&pod.namespace, &pod.name, &c.name),
+        layout: layout.clone(),
     }
 }
 

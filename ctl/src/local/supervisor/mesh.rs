@@ -26,9 +26,10 @@ use crate::local::error::Error;
 use crate::local::generate::{self, Additions, ServiceIps};
 use crate::local::layout::{self, ISTIOD_IP, Layout};
 use crate::local::manifest::{self, Manifests, PodDef, RestartPolicy};
+use crate::local::owned::{self, Kind};
 use crate::local::preflight;
 use crate::local::process::Supervised;
-use crate::local::record::{self, IstiodStatus, Phase, Record, Status};
+use crate::local::record::{self, IstiodStatus, Phase, Status};
 
 /// How long processes get after SIGTERM at `down` (ztunnel drains its
 /// connections meanwhile).
@@ -68,7 +69,6 @@ impl Mesh {
     pub(crate) async fn bring_up(
         args: &UpArgs,
         layout: &Layout,
-        record: &mut Record,
         status: Status,
     ) -> Result<Self, Error> {
         let config_dir = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
@@ -77,10 +77,11 @@ impl Mesh {
         let bin_dir = super::super::up::bin_dir(args)?;
 
         // Record what goes outside the state directory before creating it.
-        for pod in &manifests.pods {
-            record.outside_files.push(layout::etc_netns(&pod_netns(&prefix, pod)));
-        }
-        record::save(&layout.record(), record)?;
+        record::update(&layout.record(), |record| {
+            for pod in &manifests.pods {
+                record.outside_files.push(layout::etc_netns(&pod_netns(&prefix, pod)));
+            }
+        })?;
 
         let nodes: Vec<NodeSpec> =
             manifests.nodes().into_iter().map(|name| NodeSpec { name }).collect();
@@ -122,7 +123,10 @@ impl Mesh {
             &manifests,
             &Additions { pod_ips: &pod_ips, service_ips: &service_ips, unready: &BTreeSet::new() },
         )?;
+        owned::claim(layout, &layout.config(), Kind::Tree)?;
         generate::write(&layout.config(), &files)?;
+        // istiod fills its state directory (CA key and root, node tokens).
+        owned::claim(layout, &layout.istiod_state(), Kind::Tree)?;
 
         let node_names: Vec<String> = topology.nodes().iter().map(|n| n.name.clone()).collect();
         let launch = launch::istiod(layout, &bin_dir, &fabric, &node_names);
@@ -141,7 +145,8 @@ impl Mesh {
         for node in topology.nodes() {
             let socket = layout.zds_socket(&node.name);
             if let Some(dir) = socket.parent() {
-                std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+                // ztunnel makes its ZDS socket there.
+                owned::create_dir(layout, dir, Kind::Tree)?;
             }
             sockets.insert(node.name.clone(), socket.clone());
             let launch = launch::ztunnel(layout, &bin_dir, node, &socket);
@@ -233,9 +238,8 @@ impl Mesh {
             )));
         }
         let key = pod.key();
-        let mut record: Record = record::load(&self.layout.record())?.unwrap_or_default();
-        record.outside_files.push(layout::etc_netns(&pod_netns(&self.prefix, pod)));
-        record::save(&self.layout.record(), &record)?;
+        let outside = layout::etc_netns(&pod_netns(&self.prefix, pod));
+        record::update(&self.layout.record(), |record| record.outside_files.push(outside))?;
         let spec = PodSpec {
             node: pod.node.clone(),
             namespace: pod.namespace.clone(),
