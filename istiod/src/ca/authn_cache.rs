@@ -166,7 +166,7 @@ fn token_expiry(token: &str) -> Option<SystemTime> {
             c => c,
         })
         .collect();
-    while standard.len() % 4 != 0 {
+    while !standard.len().is_multiple_of(4) {
         standard.push('=');
     }
     let bytes = boring::base64::decode_block(&standard).ok()?;
