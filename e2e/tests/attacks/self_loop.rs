@@ -45,6 +45,17 @@ for target in sys.argv[1:]:
     print(json.dumps({'target': target, 'outcome': outcome, 'seconds': round(time.time() - t0, 2)}), flush=True)
 ";
 
+/// `istio_tcp_connections_failed_total` summed over the samples that carry
+/// a response flag (upstream labels a failed connection with one, not `-`).
+fn failed_with_flag(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("istio_tcp_connections_failed_total{"))
+        .filter(|l| l.contains("response_flags=\"") && !l.contains("response_flags=\"-\""))
+        .map(|l| metric_sum(l, "istio_tcp_connections_failed_total", &[]))
+        .sum()
+}
+
 #[test]
 fn self_loops_to_ztunnel_ports_are_refused_counted_and_leave_ztunnel_serving() {
     let mesh = LocalMesh::new(
@@ -72,7 +83,7 @@ fn self_loops_to_ztunnel_ports_are_refused_counted_and_leave_ztunnel_serving() {
     let pid = mesh.ztunnel_pid("node-a").expect("node-a's ztunnel runs");
     let fds_before = fd_count(pid);
     let metrics_before = mesh.ztunnel_metrics("node-a");
-    let failed_before = metric_sum(&metrics_before, "istio_tcp_connections_failed_total", &[]);
+    let failed_before = failed_with_flag(&metrics_before);
 
     // Sample ztunnel's fd count while the attack runs.
     let stop = Arc::new(AtomicBool::new(false));
@@ -136,17 +147,18 @@ fn self_loops_to_ztunnel_ports_are_refused_counted_and_leave_ztunnel_serving() {
         achieved.push(format!("node-a's ztunnel stopped answering on 15020: {e}"));
         String::new()
     });
-    let failed_after = metric_sum(&metrics_after, "istio_tcp_connections_failed_total", &[]);
+    let failed_after = failed_with_flag(&metrics_after);
     // 127.0.0.1:15001, own IP :15001 and own IP :15006 are each a loop
-    // ztunnel must refuse and count (15008 may fail earlier, in TLS).
+    // ztunnel must refuse and count with a response flag (15008 may fail
+    // earlier, in TLS).
     if failed_after < failed_before + 3.0 {
         let lines: Vec<&str> = metrics_after
             .lines()
             .filter(|l| l.starts_with("istio_tcp_connections_failed_total"))
             .collect();
         achieved.push(format!(
-            "the refusals were not counted: istio_tcp_connections_failed_total {failed_before} -> \
-             {failed_after} (want +3); samples: {lines:?}"
+            "the refusals were not counted: istio_tcp_connections_failed_total with a response \
+             flag {failed_before} -> {failed_after} (want +3); samples: {lines:?}"
         ));
     }
 

@@ -4,7 +4,8 @@
 //! client's identity) and never in plaintext: a bearer token the client
 //! sends is never visible on the fabric between the nodes, neither while
 //! the entry squats nor after it is deleted (when the pod must still be
-//! reachable).
+//! reachable). Also the reverse order: an entry that claims an address
+//! before the pod that gets it exists does not take it from that pod.
 
 use std::time::Duration;
 
@@ -14,23 +15,24 @@ use mesh_e2e::sniff::Sniffer;
 
 const REQUESTS: usize = 3;
 
-fn squatter(ip: &str) -> String {
+fn squatter(name: &str, ip: &str) -> String {
     format!(
-        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: squatter\n  namespace: squat\n\
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: squat\n\
          spec:\n  address: {ip}\n  labels: {{app: squatter}}\n  serviceAccount: squatter\n"
     )
 }
 
 /// Mutual-TLS connections node-b's ztunnel accepted from the client for
-/// the server.
-fn mtls_from_client(mesh: &LocalMesh) -> f64 {
+/// pod `server`.
+fn mtls_from_client(mesh: &LocalMesh, server: &str) -> f64 {
+    let destination = format!("destination_workload=\"{server}\"");
     metric_sum(
         &mesh.ztunnel_metrics("node-b"),
         "istio_tcp_connections_opened_total",
         &[
             "reporter=\"destination\"",
             "source_principal=\"spiffe://cluster.local/ns/demo/sa/client\"",
-            "destination_workload=\"server\"",
+            &destination,
             "connection_security_policy=\"mutual_tls\"",
         ],
     )
@@ -48,19 +50,21 @@ fn wait_marker(mesh: &LocalMesh, marker: &str) {
     });
 }
 
-/// Sends [`REQUESTS`] requests with a bearer token from the client to the
-/// server's pod IP; returns what went wrong: a wrong or failed answer, the
-/// token seen on the wire, too few mutual-TLS connections on node-b.
-fn check_server_reached_over_mtls(mesh: &LocalMesh, server_ip: &str, phase: &str) -> Vec<String> {
+/// Sends [`REQUESTS`] requests with a bearer token from the client to pod
+/// `demo/<server>`'s IP; returns what went wrong: a wrong or failed
+/// answer, the token seen on the wire, too few mutual-TLS connections on
+/// node-b.
+fn check_reached_over_mtls(mesh: &LocalMesh, server: &str, phase: &str) -> Vec<String> {
+    let server_ip = mesh.pod_ip("demo", server);
     let token = format!("bearer-{phase}-{}-{}", std::process::id(), nanos());
     let sniffer = Sniffer::start(&mesh.fabric_netns(), &token);
-    let mtls_before = mtls_from_client(mesh);
+    let mtls_before = mtls_from_client(mesh, server);
     let mut wrong = Vec::new();
     for i in 0..REQUESTS {
         let url = format!("http://{server_ip}:8080/{phase}-{i}");
         let auth = format!("Authorization: Bearer {token}");
         match mesh.http_get("demo", "client", &url, &[&auth]) {
-            Ok(body) if body.starts_with("served-by=server ") => {}
+            Ok(body) if body.starts_with(&format!("served-by={server} ")) => {}
             Ok(body) => wrong.push(format!("{phase}: client -> {url} was answered by: {body}")),
             Err(e) => wrong.push(format!("{phase}: client -> {url} failed: {e}")),
         }
@@ -73,12 +77,12 @@ fn check_server_reached_over_mtls(mesh: &LocalMesh, server_ip: &str, phase: &str
             seen.first().map(String::as_str).unwrap_or_default()
         ));
     }
-    let mtls = mtls_from_client(mesh) - mtls_before;
+    let mtls = mtls_from_client(mesh, server) - mtls_before;
     #[allow(clippy::cast_precision_loss, reason = "a handful of requests")]
     if mtls < REQUESTS as f64 {
         wrong.push(format!(
             "{phase}: node-b's ztunnel accepted only {mtls} mutual-TLS connections from \
-             spiffe://cluster.local/ns/demo/sa/client for the server, of {REQUESTS} requests"
+             spiffe://cluster.local/ns/demo/sa/client for demo/{server}, of {REQUESTS} requests"
         ));
     }
     wrong
@@ -110,26 +114,51 @@ fn a_workload_entry_cannot_squat_a_pod_ip() {
     let server_ip = mesh.pod_ip("demo", "server");
 
     // Before the attack: the checks themselves hold.
-    let baseline = check_server_reached_over_mtls(&mesh, &server_ip, "baseline");
+    let baseline = check_reached_over_mtls(&mesh, "server", "baseline");
     assert!(baseline.is_empty(), "the mesh works before the attack: {baseline:#?}");
 
     let mut achieved = Vec::new();
+    // The entry squats the running pod's IP.
     mesh.write(
         "squat.yaml",
-        &join(&[squatter(&server_ip), service("demo", "marker1", "server", 8080)]),
+        &join(&[squatter("squatter", &server_ip), service("demo", "marker1", "server", 8080)]),
     );
     wait_marker(&mesh, "marker1");
-    achieved.extend(check_server_reached_over_mtls(&mesh, &server_ip, "squatted"));
+    achieved.extend(check_reached_over_mtls(&mesh, "server", "squatted"));
 
-    // Deleting the entry (in the same write as the next marker).
-    mesh.write("squat.yaml", &service("demo", "marker2", "server", 8080));
+    // The entry's file is deleted (before the next marker is written).
+    mesh.remove("squat.yaml");
+    mesh.write("marker2.yaml", &service("demo", "marker2", "server", 8080));
     wait_marker(&mesh, "marker2");
-    achieved.extend(check_server_reached_over_mtls(&mesh, &server_ip, "deleted"));
+    achieved.extend(check_reached_over_mtls(&mesh, "server", "deleted"));
+
+    // The reverse order: an entry claims the address the next pod on
+    // node-b will get (10.244.1.<pods on node-b + 2>) before that pod
+    // exists; the pod still owns it once it runs.
+    let on_node_b = mesh.status()["pods"]
+        .as_array()
+        .map(|pods| pods.iter().filter(|p| p["node"] == "node-b").count())
+        .unwrap_or_default();
+    let next_ip = format!("10.244.1.{}", on_node_b + 2);
+    mesh.write(
+        "squat-ahead.yaml",
+        &join(&[squatter("squatter-ahead", &next_ip), service("demo", "marker3", "server", 8080)]),
+    );
+    wait_marker(&mesh, "marker3");
+    mesh.write(
+        "server2.yaml",
+        &identity_server("demo", "server2", "node-b", "server2", &[("app", "server2")]),
+    );
+    mesh.pod_ready("demo", "server2", Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let server2_ip = mesh.pod_ip("demo", "server2");
+    assert_eq!(server2_ip, next_ip, "local mode gives the next pod on node-b the next address");
+    achieved.extend(check_reached_over_mtls(&mesh, "server2", "squatted-ahead"));
 
     assert!(
         achieved.is_empty(),
-        "WorkloadEntry squat/squatter (address {server_ip}, namespace outside the mesh) took the \
-         pod demo/server's IP:\n- {}",
+        "WorkloadEntries squat/squatter (address {server_ip} of pod demo/server) and \
+         squat/squatter-ahead (address {next_ip}, before pod demo/server2 took it), in a namespace \
+         outside the mesh, took the pods' IPs:\n- {}",
         achieved.join("\n- ")
     );
 }
