@@ -1,0 +1,25 @@
+//! The hardening issue's attacks (issue 11, items 1-4), end to end: real
+//! istiod and ztunnel binaries under `ambientctl local`, pods in network
+//! namespaces, a hostile enrolled pod and hostile config authors. Each
+//! test asserts the hardened behaviour; its failure message says what the
+//! attack achieved. Needs root and `cargo build --bins -p ambientctl -p
+//! istiod -p ztunnel` (fails loudly, never skips, without them).
+//!
+//! One mesh per test, each with its own name prefix, so they run
+//! concurrently.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a broken assumption is the failure report"
+)]
+
+#[path = "attacks/policy.rs"]
+mod policy;
+#[path = "attacks/self_loop.rs"]
+mod self_loop;
+#[path = "attacks/service_entry.rs"]
+mod service_entry;
+#[path = "attacks/workload_entry.rs"]
+mod workload_entry;
