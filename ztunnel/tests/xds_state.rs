@@ -80,7 +80,13 @@ fn responses_flow_into_the_shared_state_and_policy() {
         destination_port: 80,
         destination_workload: &workload,
     };
-    assert!(state.read().authorize(&conn).allowed, "the listed policy has not arrived yet");
+    // Fail closed: the workload lists a policy that has not arrived yet.
+    let decision = state.read().authorize(&conn);
+    assert!(!decision.allowed, "a bound policy that is missing denies");
+    assert_eq!(
+        decision.reason.to_string(),
+        "policy ns/deny-all is bound to the workload but not known"
+    );
 
     let deny_all = security::Authorization {
         name: "deny-all".into(),

@@ -10,17 +10,19 @@
 //! only when a Service, ServiceEntry or Namespace changed; PeerAuthentications
 //! likewise as a set, since selector policies inherit from wider ones.
 
+mod addresses;
 mod dirty;
 mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use mesh_proto::type_url;
-use mesh_proto::workload::{Address, address};
+use mesh_proto::workload::{Address, Workload, address};
 
 use self::dirty::Dirty;
 pub use self::run::{EngineHandle, EngineStats, FlushHook, RunOptions, StatusChanges, run};
 use crate::source::{Kind, Object, ObjectRef, SourceEvent, UntypedObject};
+use crate::translate::ownership::AddressClaims;
 use crate::translate::status::{Condition, ObjectStatus};
 use crate::translate::{
     Config, ObjectKey, Snapshot, authorization, endpoint_slices, entries, peer_authentication,
@@ -50,9 +52,12 @@ pub struct Engine {
     service_names: BTreeSet<String>,
     /// Authorization names each policy produced.
     authorization_names: BTreeMap<ObjectRef, String>,
-    /// Current conditions, by producer (an object's own translation, or the
-    /// Service set for ServiceEntry host conflicts) then object.
+    /// Current conditions of each object, by producer.
+    conditions: BTreeMap<(ObjectRef, Producer), Vec<Condition>>,
+    /// Current conditions of each object, all producers together.
     statuses: BTreeMap<ObjectRef, Vec<Condition>>,
+    /// Every workload's claim on its addresses (`translate::ownership`).
+    claims: AddressClaims,
     dirty: Dirty,
 }
 
@@ -69,7 +74,9 @@ impl Engine {
             workload_names: BTreeMap::new(),
             service_names: BTreeSet::new(),
             authorization_names: BTreeMap::new(),
+            conditions: BTreeMap::new(),
             statuses: BTreeMap::new(),
+            claims: AddressClaims::default(),
             dirty: Dirty::default(),
         }
     }
@@ -168,22 +175,17 @@ impl Engine {
         let dirty = std::mem::take(&mut self.dirty);
         let mut addresses = TypeChanges::default();
         let mut authorizations = TypeChanges::default();
-        let mut statuses: Vec<ObjectStatus> = Vec::new();
-        let mut status_scope: BTreeSet<ObjectRef> = BTreeSet::new();
 
-        for reference in &dirty.workload_sources {
-            let produced = self.workloads_of(reference);
-            let names: BTreeSet<String> = produced.iter().map(|a| address_resource(a).0).collect();
-            let old = self.workload_names.remove(reference).unwrap_or_default();
-            addresses.removals.extend(old.difference(&names).cloned());
-            addresses.upserts.extend(produced.iter().map(address_resource));
-            if !names.is_empty() {
-                self.workload_names.insert(reference.clone(), names);
-            }
-        }
+        let (workload_changes, address_scope, address_statuses) =
+            self.flush_workloads(&dirty.workload_sources);
+        addresses.removals.extend(workload_changes.removals);
+        addresses.upserts.extend(workload_changes.upserts);
+        let mut status_changes =
+            self.update_statuses(Producer::Addresses, address_scope, address_statuses);
 
         if dirty.all_services {
             let mut service_statuses = Vec::new();
+            let mut status_scope = BTreeSet::new();
             let all = services::all_services(&self.cfg, &self.snap, &mut service_statuses);
             let produced: Vec<Address> = all
                 .into_iter()
@@ -202,8 +204,14 @@ impl Engine {
                     .keys()
                     .map(|k| ObjectRef { kind: Kind::ServiceEntry, key: k.clone() }),
             );
-            statuses.extend(service_statuses);
+            status_changes.extend(self.update_statuses(
+                Producer::ServiceSet,
+                status_scope,
+                service_statuses,
+            ));
         }
+        let mut statuses: Vec<ObjectStatus> = Vec::new();
+        let mut status_scope: BTreeSet<ObjectRef> = BTreeSet::new();
 
         let mut policies: BTreeSet<ObjectRef> = dirty.authorization_policies.clone();
         if dirty.all_peer_authentications {
@@ -241,13 +249,18 @@ impl Engine {
                 (type_url::ADDRESS, addresses),
                 (type_url::AUTHORIZATION, authorizations),
             ],
-            statuses: self.update_statuses(status_scope, statuses),
+            statuses: merge_changes(
+                status_changes,
+                self.update_statuses(Producer::Own, status_scope, statuses),
+            ),
         }
     }
 
-    fn workloads_of(&self, reference: &ObjectRef) -> Vec<Address> {
+    /// The workloads `reference` produces, before address ownership is
+    /// settled.
+    fn workloads_of(&self, reference: &ObjectRef) -> Vec<Workload> {
         let (cfg, snap, key) = (&self.cfg, &self.snap, &reference.key);
-        let list = match reference.kind {
+        match reference.kind {
             Kind::Pod => snap
                 .pods
                 .get(key)
@@ -271,8 +284,7 @@ impl Engine {
                 .map(|s| endpoint_slices::endpoint_slice_workloads(cfg, snap, s))
                 .unwrap_or_default(),
             _ => Vec::new(),
-        };
-        list.into_iter().map(|w| Address { r#type: Some(address::Type::Workload(w)) }).collect()
+        }
     }
 
     fn convert_policy(
@@ -295,10 +307,12 @@ impl Engine {
         }
     }
 
-    /// Replaces the conditions of every object in `scope` with those in
-    /// `produced`; returns the objects whose conditions changed.
+    /// Replaces `producer`'s conditions of every object in `scope` with
+    /// those in `produced`; returns the objects whose conditions (all
+    /// producers' together) changed, with the new ones.
     fn update_statuses(
         &mut self,
+        producer: Producer,
         scope: BTreeSet<ObjectRef>,
         produced: Vec<ObjectStatus>,
     ) -> Vec<(ObjectRef, Vec<Condition>)> {
@@ -314,18 +328,56 @@ impl Engine {
         let mut changed = Vec::new();
         for reference in references {
             let new = next.remove(&reference).unwrap_or_default();
+            let slot = (reference.clone(), producer);
+            if new.is_empty() {
+                self.conditions.remove(&slot);
+            } else {
+                self.conditions.insert(slot, new);
+            }
+            let combined: Vec<Condition> = Producer::ALL
+                .iter()
+                .filter_map(|p| self.conditions.get(&(reference.clone(), *p)))
+                .flatten()
+                .cloned()
+                .collect();
             let old = self.statuses.get(&reference).cloned().unwrap_or_default();
-            if new != old {
-                if new.is_empty() {
+            if combined != old {
+                if combined.is_empty() {
                     self.statuses.remove(&reference);
                 } else {
-                    self.statuses.insert(reference.clone(), new.clone());
+                    self.statuses.insert(reference.clone(), combined.clone());
                 }
-                changed.push((reference, new));
+                changed.push((reference, combined));
             }
         }
         changed
     }
+}
+
+/// Who computes a set of conditions: each replaces only its own, so an
+/// object's conditions from several computations do not erase each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Producer {
+    /// Address ownership of workloads and ServiceEntry VIPs.
+    Addresses,
+    /// The Service set (ServiceEntry hosts, addresses, exportTo).
+    ServiceSet,
+    /// The object's own translation (policies).
+    Own,
+}
+
+impl Producer {
+    const ALL: [Self; 3] = [Self::Addresses, Self::ServiceSet, Self::Own];
+}
+
+/// Status changes of one flush, the later one winning per object.
+fn merge_changes(
+    first: Vec<(ObjectRef, Vec<Condition>)>,
+    second: Vec<(ObjectRef, Vec<Condition>)>,
+) -> Vec<(ObjectRef, Vec<Condition>)> {
+    let mut merged: BTreeMap<ObjectRef, Vec<Condition>> = first.into_iter().collect();
+    merged.extend(second);
+    merged.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -198,7 +198,12 @@ spec:
     assert_eq!(flush.statuses[0].1[0].status, "False");
     assert_eq!(flush.statuses[0].1[0].reason, "InvalidValue");
     store.apply(flush.resources);
-    assert_eq!(served(&store), before);
+    // Fail closed: the DENY is served as denying everything, nothing else moved.
+    let mut after = served(&store);
+    let version = after.get_mut(type_url::AUTHORIZATION).unwrap().remove("default/bad-cidr");
+    assert!(version.is_some(), "the broken DENY is not dropped");
+    assert_eq!(after, before);
+    assert_eq!(served(&store), expected(&engine));
 
     // Fixing it clears the condition and serves the policy.
     apply_yaml(
@@ -227,6 +232,8 @@ fn every_kind_of_change_keeps_the_increment_equal_to_a_full_translation() {
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext, namespace: default}\nspec: {hosts: [api.example.com], ports: [{number: 443, name: tls}], resolution: STATIC, endpoints: [{address: 203.0.113.8}]}\n",
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: default}\nspec: {mtls: {mode: PERMISSIVE}}\n",
         "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm, namespace: default, labels: {app: web}}\nspec: {address: 10.1.0.5, serviceAccount: vm}\n",
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm, namespace: default, labels: {app: web}}\nspec: {address: 10.244.0.11, serviceAccount: vm}\n",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext, namespace: default}\nspec: {hosts: [api.example.com], addresses: [10.244.0.0/24], ports: [{number: 443, name: tls}], resolution: STATIC, endpoints: [{address: 10.244.0.10}, {address: 203.0.113.8}]}\n",
     ];
     for step in steps {
         apply_yaml(&mut engine, step);
@@ -234,6 +241,8 @@ fn every_kind_of_change_keeps_the_increment_equal_to_a_full_translation() {
         assert_eq!(served(&store), expected(&engine), "after applying:\n{step}");
     }
     for (kind, name) in [
+        (Kind::Pod, "client-1"),
+        (Kind::Pod, "web-1"),
         (Kind::ServiceEntry, "ext"),
         (Kind::PeerAuthentication, "strict"),
         (Kind::Service, "web"),
@@ -245,4 +254,108 @@ fn every_kind_of_change_keeps_the_increment_equal_to_a_full_translation() {
         flush_into(&mut engine, &store);
         assert_eq!(served(&store), expected(&engine), "after deleting {kind} {name}");
     }
+}
+
+fn addresses_of(store: &ConfigStore, name: &str) -> Vec<Vec<u8>> {
+    use mesh_proto::workload::{Address, address};
+    use mesh_xds::server::ViewSource;
+    use prost::Message;
+    let view = store.view(None, type_url::ADDRESS);
+    let Some(resource) = view.get(name) else { return Vec::new() };
+    match Address::decode(resource.resource.value.as_slice()).unwrap().r#type {
+        Some(address::Type::Workload(w)) => w.addresses,
+        _ => Vec::new(),
+    }
+}
+
+/// Item 3: a WorkloadEntry squatting a pod's IP gets no address while the
+/// pod is there, gets it back at once when the pod goes (an ownership change
+/// of one object changes another's output), and loses it again when the pod
+/// returns; every step equals a full translation.
+#[test]
+fn an_ownership_change_recomputes_the_other_claimant() {
+    let (mut engine, store) = world();
+    let squat = "Kubernetes/networking.istio.io/WorkloadEntry/outside/squat";
+    let pod_uid = "Kubernetes//Pod/default/web-1";
+    apply_yaml(
+        &mut engine,
+        "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: squat, namespace: outside}
+spec: {address: 10.244.0.10}
+",
+    );
+    let flush = engine.flush();
+    let conflict = flush.statuses.iter().find(|(r, _)| r.key.name == "squat").unwrap();
+    assert_eq!(conflict.1[0].reason, "AddressConflict");
+    store.apply(flush.resources);
+    assert_eq!(served(&store), expected(&engine));
+    assert!(addresses_of(&store, squat).is_empty());
+    assert_eq!(addresses_of(&store, pod_uid), vec![vec![10, 244, 0, 10]]);
+
+    let web = ObjectRef { kind: Kind::Pod, key: ObjectKey::new("default", "web-1") };
+    engine.apply(SourceEvent::Deleted(web));
+    let flush = engine.flush();
+    let cleared = flush.statuses.iter().find(|(r, _)| r.key.name == "squat").unwrap();
+    assert!(cleared.1.is_empty(), "the condition goes with the conflict");
+    store.apply(flush.resources);
+    assert_eq!(served(&store), expected(&engine));
+    assert_eq!(addresses_of(&store, squat), vec![vec![10, 244, 0, 10]], "restored at once");
+
+    apply_yaml(&mut engine, &pod("web-1", "app: web", "10.244.0.10"));
+    flush_into(&mut engine, &store);
+    assert_eq!(served(&store), expected(&engine));
+    assert!(addresses_of(&store, squat).is_empty());
+    assert_eq!(addresses_of(&store, pod_uid), vec![vec![10, 244, 0, 10]]);
+
+    engine.apply(SourceEvent::Deleted(ObjectRef {
+        kind: Kind::WorkloadEntry,
+        key: ObjectKey::new("outside", "squat"),
+    }));
+    flush_into(&mut engine, &store);
+    assert_eq!(served(&store), expected(&engine));
+    assert_eq!(addresses_of(&store, pod_uid), vec![vec![10, 244, 0, 10]]);
+}
+
+/// Item 2: a ServiceEntry's range over pod IPs is reported on the entry,
+/// and the report follows the pods it covers.
+#[test]
+fn a_range_over_pod_ips_is_reported_and_follows_the_pods() {
+    let (mut engine, store) = world();
+    apply_yaml(
+        &mut engine,
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: capture, namespace: evil}
+spec:
+  hosts: [capture.evil.example]
+  addresses: [10.244.0.0/16]
+  ports: [{number: 80, name: http}]
+  resolution: STATIC
+  endpoints: [{address: 10.244.0.11}]
+",
+    );
+    let flush = engine.flush();
+    let entry = ObjectRef { kind: Kind::ServiceEntry, key: ObjectKey::new("evil", "capture") };
+    let conditions = &flush.statuses.iter().find(|(r, _)| *r == entry).unwrap().1;
+    assert_eq!(conditions.len(), 2, "{conditions:?}");
+    assert!(conditions[1].message.contains("covers the IPs of 2 pod(s)"), "{conditions:?}");
+    store.apply(flush.resources);
+    assert_eq!(served(&store), expected(&engine));
+    let endpoint = "Kubernetes/networking.istio.io/ServiceEntry/evil/capture/10.244.0.11";
+    assert!(addresses_of(&store, endpoint).is_empty());
+
+    apply_yaml(&mut engine, &pod("web-2", "app: web", "10.244.0.12"));
+    let flush = engine.flush();
+    let conditions = &flush.statuses.iter().find(|(r, _)| *r == entry).unwrap().1;
+    assert!(conditions[1].message.contains("covers the IPs of 3 pod(s)"), "{conditions:?}");
+    store.apply(flush.resources);
+    engine.apply(SourceEvent::Deleted(ObjectRef {
+        kind: Kind::Pod,
+        key: ObjectKey::new("default", "client-1"),
+    }));
+    flush_into(&mut engine, &store);
+    assert_eq!(served(&store), expected(&engine));
+    assert_eq!(addresses_of(&store, endpoint), vec![vec![10, 244, 0, 11]], "client-1 is gone");
+    assert_eq!(engine.statuses()[&entry].len(), 1, "{:?}", engine.statuses()[&entry]);
 }

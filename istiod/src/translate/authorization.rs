@@ -12,8 +12,15 @@
 //! - L7 parts (hosts, methods, paths, request principals, remote IP blocks,
 //!   other `when` keys): in ALLOW the whole rule is dropped, in DENY the rule
 //!   is kept minus them; either way an `UnsupportedValue` condition.
-//! - A malformed IP block or port rejects the whole policy (nothing is
-//!   produced, and a condition says why).
+//! - Fail closed: a policy with a value that cannot be translated (a
+//!   malformed IP block, port or service account) is never dropped, since
+//!   dropping an ALLOW lets everyone in. It keeps its scope (so workloads
+//!   still list it) and becomes: for ALLOW, no rules (it allows nothing);
+//!   for DENY, one empty rule (it denies everything in its scope). A
+//!   `False` condition names each bad value by its path and says how the
+//!   policy is enforced. (Upstream skips a bad port or IP inside the match,
+//!   which can widen an ALLOW; the API server's validation normally stops
+//!   such values first, which a local config directory does not.)
 //! - `istio.io/dry-run: "true"` sets `dry_run` when
 //!   [`Config::dry_run_authorization`] is on; otherwise the policy is not
 //!   sent and gets a condition (as upstream without the feature flag).
@@ -80,7 +87,8 @@ pub fn convert_authorization_policy(
     };
     let mut rules = Vec::new();
     let mut l7 = BTreeSet::new();
-    for rule in &spec.rules {
+    let mut invalid = Vec::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
         match convert_rule(rule, namespace) {
             Ok(converted) => {
                 let has_l7 = !converted.l7.is_empty();
@@ -89,8 +97,24 @@ pub fn convert_authorization_policy(
                     rules.push(converted.rule);
                 }
             }
-            Err(msg) => return (None, status(Condition::rejected(REASON_INVALID, msg))),
+            Err(problems) => {
+                invalid.extend(problems.into_iter().map(|p| format!("rules[{i}].{p}")))
+            }
         }
+    }
+    if !invalid.is_empty() {
+        let (rules, consequence) = fail_closed(action);
+        let authz = Authorization {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            scope: scope as i32,
+            action: action as i32,
+            rules,
+            dry_run,
+            ..Default::default()
+        };
+        let msg = format!("invalid values: {}. {consequence}", invalid.join("; "));
+        return (Some(authz), status(Condition::rejected(REASON_INVALID, msg)));
     }
     let authz = Authorization {
         name: name.to_owned(),
@@ -116,6 +140,22 @@ pub fn convert_authorization_policy(
     (Some(authz), status(Condition::accepted_with_warning(REASON_UNSUPPORTED_VALUE, msg)))
 }
 
+/// The rules a policy that could not be translated in full is enforced with,
+/// and what that means for its author.
+fn fail_closed(action: Action) -> (Vec<Rule>, &'static str) {
+    match action {
+        Action::Deny => (
+            // One rule without clauses matches every connection.
+            vec![Rule::default()],
+            "The DENY policy is enforced as denying every connection in its scope until it is fixed.",
+        ),
+        Action::Allow => (
+            Vec::new(),
+            "The ALLOW policy is enforced with no rules, so it allows nothing: connections only it would have allowed are denied until it is fixed.",
+        ),
+    }
+}
+
 /// Whether a selector policy yields a WORKLOAD_SELECTOR Authorization that
 /// workloads should list.
 pub(crate) fn applies_to_selected_workloads(cfg: &Config, policy: &AuthorizationPolicy) -> bool {
@@ -130,7 +170,10 @@ struct ConvertedRule {
     l7: Vec<String>,
 }
 
-fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, String> {
+/// Converts one rule; `Err` lists every value that cannot be translated,
+/// each with its path inside the rule (`to[0].operation.ports[1]: ...`).
+fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Vec<String>> {
+    let mut problems = Vec::new();
     let mut l7 = Vec::new();
     let mut clauses = Vec::new();
     // An operation (or source) that only had L7 parts matches anything
@@ -138,7 +181,7 @@ fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Strin
     // L7, the restrictive reading for DENY; ALLOW drops the whole rule).
     let mut to_any = false;
     let mut to_matches = Vec::new();
-    for to in &rule.to {
+    for (j, to) in rule.to.iter().enumerate() {
         let op = &to.operation;
         let l7_before = l7.len();
         for (field, values) in [
@@ -153,9 +196,10 @@ fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Strin
                 l7.push(field.to_owned());
             }
         }
+        let at = |field: &str| format!("to[{j}].operation.{field}");
         let m = Match {
-            destination_ports: ports(&op.ports)?,
-            not_destination_ports: ports(&op.not_ports)?,
+            destination_ports: ports(&at("ports"), &op.ports, &mut problems),
+            not_destination_ports: ports(&at("notPorts"), &op.not_ports, &mut problems),
             ..Default::default()
         };
         to_any |= l7.len() > l7_before && m == Match::default();
@@ -166,7 +210,7 @@ fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Strin
     }
     let mut from_any = false;
     let mut from_matches = Vec::new();
-    for from in &rule.from {
+    for (j, from) in rule.from.iter().enumerate() {
         let s = &from.source;
         let l7_before = l7.len();
         for (field, values) in [
@@ -179,13 +223,24 @@ fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Strin
                 l7.push(field.to_owned());
             }
         }
+        let at = |field: &str| format!("from[{j}].source.{field}");
         let m = Match {
-            source_ips: ips(&s.ip_blocks)?,
-            not_source_ips: ips(&s.not_ip_blocks)?,
+            source_ips: ips(&at("ipBlocks"), &s.ip_blocks, &mut problems),
+            not_source_ips: ips(&at("notIpBlocks"), &s.not_ip_blocks, &mut problems),
             namespaces: strings(&s.namespaces),
             not_namespaces: strings(&s.not_namespaces),
-            service_accounts: service_accounts(&s.service_accounts, namespace)?,
-            not_service_accounts: service_accounts(&s.not_service_accounts, namespace)?,
+            service_accounts: service_accounts(
+                &at("serviceAccounts"),
+                &s.service_accounts,
+                namespace,
+                &mut problems,
+            ),
+            not_service_accounts: service_accounts(
+                &at("notServiceAccounts"),
+                &s.not_service_accounts,
+                namespace,
+                &mut problems,
+            ),
             principals: principals(&s.principals),
             not_principals: principals(&s.not_principals),
             ..Default::default()
@@ -196,31 +251,45 @@ fn convert_rule(rule: &SpecRule, namespace: &str) -> Result<ConvertedRule, Strin
     if !from_matches.is_empty() && !from_any {
         clauses.push(Clause { matches: from_matches });
     }
-    for when in &rule.when {
-        match when_match(when)? {
+    for (j, when) in rule.when.iter().enumerate() {
+        match when_match(&format!("when[{j}]"), when, &mut problems) {
             Some(m) => clauses.push(Clause { matches: vec![m] }),
             // An L7 `when` is dropped from the rule (it would be AND-ed).
             None => l7.push(format!("when {}", when.key)),
         }
     }
-    Ok(ConvertedRule { rule: Rule { clauses }, l7 })
+    if problems.is_empty() {
+        Ok(ConvertedRule { rule: Rule { clauses }, l7 })
+    } else {
+        Err(problems)
+    }
 }
 
 /// One `when` condition as a match, `None` for a key ztunnel cannot see.
-fn when_match(when: &WhenCondition) -> Result<Option<Match>, String> {
+fn when_match(at: &str, when: &WhenCondition, problems: &mut Vec<String>) -> Option<Match> {
     if !L4_WHEN_KEYS.contains(&when.key.as_str()) {
-        return Ok(None);
+        return None;
     }
     let (v, nv) = (&when.values, &when.not_values);
+    let (values, not_values) = (format!("{at}.values"), format!("{at}.notValues"));
     let mut m = Match::default();
     match when.key.as_str() {
-        "source.ip" => (m.source_ips, m.not_source_ips) = (ips(v)?, ips(nv)?),
+        "source.ip" => {
+            m.source_ips = ips(&values, v, problems);
+            m.not_source_ips = ips(&not_values, nv, problems);
+        }
         "source.namespace" => (m.namespaces, m.not_namespaces) = (strings(v), strings(nv)),
         "source.principal" => (m.principals, m.not_principals) = (principals(v), principals(nv)),
-        "destination.ip" => (m.destination_ips, m.not_destination_ips) = (ips(v)?, ips(nv)?),
-        _ => (m.destination_ports, m.not_destination_ports) = (ports(v)?, ports(nv)?),
+        "destination.ip" => {
+            m.destination_ips = ips(&values, v, problems);
+            m.not_destination_ips = ips(&not_values, nv, problems);
+        }
+        _ => {
+            m.destination_ports = ports(&values, v, problems);
+            m.not_destination_ports = ports(&not_values, nv, problems);
+        }
     }
-    Ok(Some(m))
+    Some(m)
 }
 
 /// `*` presence, `*x` suffix, `x*` prefix, else exact.
@@ -245,41 +314,54 @@ fn principals(values: &[String]) -> Vec<StringMatch> {
     values.iter().map(|v| string_match(v.strip_prefix("spiffe://").unwrap_or(v))).collect()
 }
 
-/// `ns/sa`, or a bare `sa` in the policy's namespace.
+/// `ns/sa`, or a bare `sa` in the policy's namespace; bad values are
+/// reported in `problems` under `at[index]`.
 fn service_accounts(
+    at: &str,
     values: &[String],
     namespace: &str,
-) -> Result<Vec<ServiceAccountMatch>, String> {
-    values
-        .iter()
-        .map(|v| {
-            let (ns, sa) = v.split_once('/').unwrap_or((namespace, v));
-            if ns.is_empty() || sa.is_empty() || sa.contains('/') {
-                return Err(format!("invalid service account {v:?}; the policy is ignored"));
-            }
-            Ok(ServiceAccountMatch { namespace: ns.to_owned(), service_account: sa.to_owned() })
-        })
-        .collect()
+    problems: &mut Vec<String>,
+) -> Vec<ServiceAccountMatch> {
+    let mut out = Vec::new();
+    for (k, v) in values.iter().enumerate() {
+        let (ns, sa) = v.split_once('/').unwrap_or((namespace, v));
+        if ns.is_empty() || sa.is_empty() || sa.contains('/') {
+            problems.push(format!(
+                "{at}[{k}]: {v:?} is not a service account (<namespace>/<name> or <name>)"
+            ));
+        } else {
+            out.push(ServiceAccountMatch {
+                namespace: ns.to_owned(),
+                service_account: sa.to_owned(),
+            });
+        }
+    }
+    out
 }
 
-fn ports(values: &[String]) -> Result<Vec<u32>, String> {
-    values
-        .iter()
-        .map(|v| match v.trim().parse::<u16>() {
-            Ok(p) if p > 0 => Ok(u32::from(p)),
-            _ => Err(format!("invalid port {v:?}; the policy is ignored")),
-        })
-        .collect()
+/// Port numbers (1-65535); others are reported in `problems`.
+fn ports(at: &str, values: &[String], problems: &mut Vec<String>) -> Vec<u32> {
+    let mut out = Vec::new();
+    for (k, v) in values.iter().enumerate() {
+        match v.trim().parse::<u16>() {
+            Ok(p) if p > 0 => out.push(u32::from(p)),
+            _ => problems.push(format!("{at}[{k}]: {v:?} is not a port number (1-65535)")),
+        }
+    }
+    out
 }
 
-fn ips(values: &[String]) -> Result<Vec<Address>, String> {
-    values
-        .iter()
-        .map(|v| match parse_address(v.trim()) {
-            Some(net) => {
-                Ok(Address { address: ip_bytes(net.addr()), length: u32::from(net.prefix_len()) })
-            }
-            None => Err(format!("invalid IP address or CIDR {v:?}; the policy is ignored")),
-        })
-        .collect()
+/// IP addresses or CIDRs; others are reported in `problems`.
+fn ips(at: &str, values: &[String], problems: &mut Vec<String>) -> Vec<Address> {
+    let mut out = Vec::new();
+    for (k, v) in values.iter().enumerate() {
+        match parse_address(v.trim()) {
+            Some(net) => out.push(Address {
+                address: ip_bytes(net.addr()),
+                length: u32::from(net.prefix_len()),
+            }),
+            None => problems.push(format!("{at}[{k}]: {v:?} is not an IP address or CIDR")),
+        }
+    }
+    out
 }

@@ -259,12 +259,60 @@ spec: {rules: [{from: [{source: {ipBlocks: [10.0.0.1]}}]}]}
             let ip = &a.rules[0].clauses[0].matches[0].source_ips[0];
             assert_eq!((ip.address.clone(), ip.length), (vec![10, 0, 0, 1], 32));
             assert!(s.is_none());
-        } else {
-            assert!(a.is_none(), "{name}");
-            let c = &s.unwrap().conditions[0];
-            assert_eq!((c.reason.as_str(), c.status.as_str()), (REASON_INVALID, "False"), "{name}");
+            continue;
         }
+        // Never dropped: an ALLOW allows nothing, a DENY denies everything.
+        let a = a.unwrap_or_else(|| panic!("{name} was dropped"));
+        let want = if name == "bad-when-ip" { vec![Rule::default()] } else { Vec::new() };
+        assert_eq!(a.rules, want, "{name}");
+        let c = &s.unwrap().conditions[0];
+        assert_eq!((c.reason.as_str(), c.status.as_str()), (REASON_INVALID, "False"), "{name}");
+        let path = match name.as_str() {
+            "bad-cidr" => "rules[0].from[0].source.ipBlocks[0]: \"10.0.0.0/33\"",
+            "bad-port" => "rules[0].to[0].operation.ports[0]: \"http\" is not a port number",
+            "bad-when-ip" => "rules[0].when[0].values[0]: \"nope\"",
+            _ => "rules[0].from[0].source.serviceAccounts[0]: \"ns/\"",
+        };
+        assert!(c.message.contains(path), "{name}: {}", c.message);
     }
+}
+
+/// Attack (hardening issue, item 4): adding an invalid port to a workload's
+/// only ALLOW policy must not let everyone in. The policy keeps its scope,
+/// the workload still lists it, and it allows nothing.
+#[test]
+fn an_invalid_port_in_the_only_allow_policy_fails_closed() {
+    let yaml = format!(
+        "{}---\n{}---\n{}",
+        super::fixtures::AMBIENT_DEFAULT,
+        super::fixtures::pod("web-1", "app: web", "10.244.0.10"),
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-client, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]
+    to: [{operation: {ports: ['8080', 'http']}}]
+"
+    );
+    let out = super::translate(&cfg(), &snapshot(&yaml));
+    let policy = out.authorizations.iter().find(|a| a.name == "allow-client").expect("not dropped");
+    assert_eq!(policy.scope, Scope::WorkloadSelector as i32);
+    assert_eq!(policy.action, Action::Allow as i32);
+    assert!(policy.rules.is_empty(), "allows nothing: {:?}", policy.rules);
+    let listed = out.addresses.iter().any(|a| match &a.r#type {
+        Some(mesh_proto::workload::address::Type::Workload(w)) => {
+            w.authorization_policies.contains(&"default/allow-client".to_owned())
+        }
+        _ => false,
+    });
+    assert!(listed, "the selected workload still lists the policy");
+    let status = out.statuses.iter().find(|s| s.name == "allow-client").unwrap();
+    let c = &status.conditions[0];
+    assert_eq!(c.status, "False");
+    assert!(c.message.contains("rules[0].to[0].operation.ports[1]: \"http\""), "{}", c.message);
+    assert!(c.message.contains("allows nothing"), "{}", c.message);
 }
 
 #[test]

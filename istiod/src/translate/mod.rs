@@ -14,8 +14,9 @@
 //! | Namespace labels | Workloads of its pods (enrolment, waypoint), its Services (waypoint) |
 //! | Node labels | Workloads of the pods on it (locality) |
 //! | Service | that Service ([`services::kube_service`]), the Workloads of the pods its selector matches (`services` map), and its EndpointSlice workloads |
-//! | ServiceEntry | its Services and endpoint Workloads ([`services::service_entry_services`], [`workloads::service_entry_workloads`]), the Workloads it selects, the Services of ServiceEntries sharing a host with it in its namespace ([`services::all_services`] resolves the conflict), and the auto-allocated VIPs of younger entries whose preferred slot its hosts take ([`auto_allocate`]) |
-//! | WorkloadEntry | its Workload ([`workloads::workload_entry_workload`]) |
+//! | ServiceEntry | its Services and endpoint Workloads ([`services::service_entry_services`], [`entries::service_entry_workloads`]), the Workloads it selects, the Services of ServiceEntries sharing a host with it in its namespace ([`services::all_services`] resolves the conflict), and the auto-allocated VIPs of younger entries whose preferred slot its hosts take ([`auto_allocate`]) |
+//! | WorkloadEntry | its Workload ([`entries::workload_entry_workload`]) |
+//! | any address claim (Pod, WorkloadEntry, ServiceEntry endpoint or VIP, EndpointSlice endpoint) | the Workloads of every other claimant of the same address, and the conditions of ServiceEntries whose VIPs cover it ([`ownership`]: a pod keeps its IP; a claim losing for every caller is dropped from the loser) |
 //! | AuthorizationPolicy | that Authorization ([`authorization::convert_authorization_policy`]); with a selector, the Workloads in its namespace |
 //! | PeerAuthentication | its converted Authorization ([`peer_authentication::convert_peer_authentication`]) and the converted ones of selector policies in the same namespace (or in every namespace, for the root namespace); Workloads in scope |
 //! | EndpointSlice | its workloads, for Services without a selector ([`endpoint_slices::endpoint_slice_workloads`]) |
@@ -34,6 +35,7 @@ pub mod dependents;
 pub mod endpoint_slices;
 pub mod enrolment;
 pub mod entries;
+pub mod ownership;
 pub mod peer_authentication;
 pub mod services;
 pub mod status;
@@ -48,6 +50,8 @@ mod crd_tests;
 mod enrolment_tests;
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod ownership_tests;
 #[cfg(test)]
 mod peer_authentication_tests;
 #[cfg(test)]
@@ -202,7 +206,7 @@ pub fn authorization_name(authorization: &Authorization) -> String {
 /// Translates the whole snapshot.
 pub fn translate(cfg: &Config, snap: &Snapshot) -> Output {
     let mut out = Output::default();
-    for w in workloads::all_workloads(cfg, snap) {
+    for w in ownership::settled_workloads(cfg, snap, &mut out.statuses) {
         out.addresses.push(Address { r#type: Some(address::Type::Workload(w)) });
     }
     for s in services::all_services(cfg, snap, &mut out.statuses) {

@@ -11,6 +11,11 @@
 //! (denied without a principal while the rest is permissive). PERMISSIVE
 //! produces nothing; DISABLE is treated as PERMISSIVE (ztunnel always
 //! accepts plaintext then) with a status note.
+//!
+//! Fail closed: a mode that is not one of UNSET, DISABLE, PERMISSIVE,
+//! STRICT means STRICT (for the policy, or for its port), and a
+//! `portLevelMtls` key that is not a port makes the whole policy STRICT
+//! unless that entry only relaxes it; a condition says so.
 
 use std::collections::BTreeMap;
 
@@ -33,11 +38,12 @@ enum Mode {
     Permissive,
 }
 
+/// The mode as enforced; an unknown value is STRICT (fail closed).
 fn mode(m: Option<&MutualTls>) -> Mode {
     match m.map(|m| m.mode.as_str()) {
-        Some("STRICT") => Mode::Strict,
+        None | Some("" | "UNSET") => Mode::Unset,
         Some("PERMISSIVE" | "DISABLE") => Mode::Permissive,
-        _ => Mode::Unset,
+        Some(_) => Mode::Strict,
     }
 }
 
@@ -98,7 +104,10 @@ pub fn convert_peer_authentication(
     for m in all_modes.filter(|m| !known.contains(&m.mode.as_str())) {
         conditions.push(Condition::accepted_with_warning(
             REASON_INVALID,
-            format!("unknown mTLS mode {:?}; treated as UNSET", m.mode),
+            format!(
+                "unknown mTLS mode {:?} (expected UNSET, DISABLE, PERMISSIVE or STRICT); enforced as STRICT",
+                m.mode
+            ),
         ));
     }
     let selector = has_selector(pa);
@@ -115,7 +124,7 @@ pub fn convert_peer_authentication(
         ));
         return (None, Some(ObjectStatus::new(KIND, namespace, name, conditions)));
     }
-    let base = match mode(pa.spec.mtls.as_ref()) {
+    let mut base = match mode(pa.spec.mtls.as_ref()) {
         Mode::Strict => true,
         Mode::Permissive => false,
         Mode::Unset if selector => inherited_strict(cfg, snap, namespace),
@@ -125,9 +134,19 @@ pub fn convert_peer_authentication(
     if selector {
         for (port, m) in &pa.spec.port_level_mtls {
             let Some(port) = port.trim().parse::<u16>().ok().filter(|p| *p > 0) else {
+                // Which port it meant to tighten is unknown: tighten them all.
+                let relaxes_only = mode(Some(m)) == Mode::Permissive;
+                let consequence = if relaxes_only || base {
+                    "ignored"
+                } else {
+                    base = true;
+                    "the whole policy is enforced as STRICT"
+                };
                 conditions.push(Condition::accepted_with_warning(
                     REASON_INVALID,
-                    format!("portLevelMtls key {port:?} is not a port; ignored"),
+                    format!(
+                        "portLevelMtls key {port:?} is not a port number (1-65535); {consequence}"
+                    ),
                 ));
                 continue;
             };

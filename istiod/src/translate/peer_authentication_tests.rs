@@ -184,3 +184,40 @@ fn selector_policies_in_the_root_namespace_are_ignored() {
     assert!(a.is_none());
     assert_eq!(s.unwrap().conditions[0].status, "False");
 }
+
+/// Fail closed (hardening issue, item 4): an invalid mode means STRICT, for
+/// the policy and for a port; a key that is not a port tightens the whole
+/// policy unless the entry only relaxes it.
+#[test]
+fn invalid_modes_and_port_keys_fail_closed() {
+    let snap = snapshot(&pa("p", "default", "  mtls: {mode: STRICTEST}"));
+    let (a, s) = converted(&snap, "p");
+    assert_eq!(a.unwrap().rules, vec![Rule { clauses: vec![clause(no_principal())] }]);
+    assert!(s.unwrap().conditions[0].message.contains("enforced as STRICT"));
+
+    let snap = snapshot(&pa(
+        "p",
+        "default",
+        "  selector: {matchLabels: {app: a}}\n  mtls: {mode: PERMISSIVE}\n  portLevelMtls: {8080: {mode: Strict}}",
+    ));
+    let (a, _) = converted(&snap, "p");
+    let strict_8080 = Match { destination_ports: vec![8080], ..no_principal() };
+    assert_eq!(a.unwrap().rules, vec![Rule { clauses: vec![clause(strict_8080)] }]);
+
+    let snap = snapshot(&pa(
+        "p",
+        "default",
+        "  selector: {matchLabels: {app: a}}\n  mtls: {mode: PERMISSIVE}\n  portLevelMtls: {http: {mode: STRICT}}",
+    ));
+    let (a, s) = converted(&snap, "p");
+    assert_eq!(a.unwrap().rules, vec![Rule { clauses: vec![clause(no_principal())] }]);
+    assert!(s.unwrap().conditions[0].message.contains("whole policy is enforced as STRICT"));
+
+    // A workload in scope lists the converted policy.
+    let snap = snapshot(&format!(
+        "{AMBIENT_DEFAULT}---\n{}---\n{}",
+        pod("a-1", "app: a", "10.0.0.1"),
+        pa("bad", "default", "  mtls: {mode: bogus}")
+    ));
+    assert_eq!(policies_of(&snap, "a-1"), vec!["default/converted_peer_authentication_bad"]);
+}

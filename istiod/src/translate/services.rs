@@ -8,12 +8,13 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mesh_proto::workload::{
-    AppProtocol, IpFamilies, LoadBalancing, NetworkAddress, Port, PortList, Service, load_balancing,
+    AppProtocol, IpFamilies, LoadBalancing, NetworkAddress, Port, PortList, Service,
+    load_balancing, service::Visibility,
 };
 
 use super::auto_allocate;
 use super::crd::ServiceEntry;
-use super::status::{Condition, ObjectStatus, REASON_INVALID};
+use super::status::{Condition, ObjectStatus, REASON_INVALID, REASON_UNSUPPORTED_VALUE};
 use super::{Config, Snapshot, ip_bytes, label, selector_matches, waypoint};
 
 pub const TRAFFIC_DISTRIBUTION_ANNOTATION: &str = "networking.istio.io/traffic-distribution";
@@ -367,10 +368,19 @@ pub fn service_entry_services(
         se.metadata.labels.as_ref(),
         snap.namespace_labels(namespace),
     );
+    let (export, export_condition) = export_of(se);
+    conditions.extend(export_condition);
+    let visibility = match export {
+        Export::Public => Visibility::Public,
+        Export::Namespace => Visibility::Namespace,
+        // Exported nowhere: no Service at all (its endpoints stay workloads).
+        Export::Nowhere => Visibility::Namespace,
+    };
     let services = se
         .spec
         .hosts
         .iter()
+        .filter(|_| export != Export::Nowhere)
         .filter(|h| !h.is_empty() && !namespace.is_empty() && !se.name().is_empty())
         .map(|host| Service {
             name: se.name().to_owned(),
@@ -381,6 +391,7 @@ pub fn service_entry_services(
             subject_alt_names: se.spec.subject_alt_names.clone(),
             waypoint: wp.clone(),
             load_balancing: load_balancing.clone(),
+            visibility: visibility as i32,
             ..Default::default()
         })
         .collect();
@@ -390,6 +401,42 @@ pub fn service_entry_services(
     let status = (!conditions.is_empty())
         .then(|| ObjectStatus::new("ServiceEntry", namespace, se.name(), conditions));
     (services, status)
+}
+
+/// Where a ServiceEntry is exported (`exportTo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Export {
+    /// Empty or `*`: every namespace.
+    Public,
+    /// `.` or its own namespace: only there.
+    Namespace,
+    /// `~`: no namespace.
+    Nowhere,
+}
+
+/// The export of a ServiceEntry as ztunnel can enforce it: the Service's
+/// `visibility` is PUBLIC or NAMESPACE (as upstream sends `exportTo: ["."]`),
+/// so a list naming other namespaces is narrowed to the entry's own
+/// namespace (the restrictive reading), with a condition.
+fn export_of(se: &ServiceEntry) -> (Export, Option<Condition>) {
+    let own = se.namespace();
+    let to = &se.spec.export_to;
+    if to.is_empty() || to.iter().any(|t| t == "*") {
+        return (Export::Public, None);
+    }
+    if to.iter().any(|t| t == "~") {
+        return (Export::Nowhere, None);
+    }
+    let others: Vec<&str> =
+        to.iter().map(String::as_str).filter(|t| *t != "." && *t != own).collect();
+    if others.is_empty() {
+        return (Export::Namespace, None);
+    }
+    let msg = format!(
+        "exportTo names other namespaces ({}), which ztunnel cannot tell apart; the entry is visible only in its own namespace",
+        others.join(", ")
+    );
+    (Export::Namespace, Some(Condition::accepted_with_warning(REASON_UNSUPPORTED_VALUE, msg)))
 }
 
 /// An IP (`10.0.0.1`) or a CIDR (`10.0.0.0/8`), host bits cleared.

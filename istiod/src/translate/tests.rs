@@ -102,7 +102,9 @@ fn everything_emitted_passes_the_proxies_validation() {
     ] {
         assert!(policy_names.contains(want), "{want} missing from {policy_names:?}");
     }
-    assert!(!policy_names.contains("istio-system/mesh-deny"));
+    // Fail closed: the malformed mesh-wide DENY denies everything.
+    let mesh_deny = out.authorizations.iter().find(|a| a.name == "mesh-deny").unwrap();
+    assert_eq!(mesh_deny.rules, vec![mesh_proto::security::Rule::default()]);
     let rejected: Vec<_> = out.statuses.iter().map(|s| s.name.as_str()).collect();
     assert!(rejected.contains(&"mesh-deny"), "{rejected:?}");
     // CUSTOM with targetRefs belongs to the waypoint: no status from here.
@@ -202,7 +204,9 @@ fn chart_invalid_examples_get_conditions() {
     }
     let out = translate(&cfg(), &snap);
     assert_valid(&out);
-    assert!(out.authorizations.is_empty(), "{:?}", out.authorizations);
+    // Fail closed: the bad mode is enforced as STRICT.
+    let names: Vec<&str> = out.authorizations.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, vec!["converted_peer_authentication_bad-mode"]);
     let mut with_status: Vec<_> = out.statuses.iter().map(|s| s.name.as_str()).collect();
     with_status.sort_unstable();
     assert_eq!(with_status, vec!["bad-mode", "bogus-action", "no-hosts"]);

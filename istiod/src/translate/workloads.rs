@@ -13,8 +13,6 @@ use super::enrolment::{Enrolment, enrolment, pod_ips};
 use super::{Config, Snapshot, authorization, entries, ip_bytes, label, peer_authentication};
 use super::{selector_matches, services, waypoint};
 
-pub use super::entries::{service_entry_workloads, workload_entry_workload};
-
 pub const CANONICAL_NAME_LABEL: &str = "service.istio.io/canonical-name";
 pub const CANONICAL_REVISION_LABEL: &str = "service.istio.io/canonical-revision";
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
@@ -23,20 +21,11 @@ pub const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";
 
 /// Every workload of the snapshot: enrolled pods, WorkloadEntries,
-/// ServiceEntry endpoints, then hand-made EndpointSlice endpoints.
+/// ServiceEntry endpoints, then hand-made EndpointSlice endpoints, with
+/// address ownership settled ([`super::ownership`]; its conditions are
+/// dropped here, [`super::translate`] keeps them).
 pub fn all_workloads(cfg: &Config, snap: &Snapshot) -> Vec<Workload> {
-    let mut out: Vec<Workload> =
-        snap.pods.values().filter_map(|p| pod_workload(cfg, snap, p)).collect();
-    out.extend(
-        snap.workload_entries.values().filter_map(|we| workload_entry_workload(cfg, snap, we)),
-    );
-    for se in snap.service_entries.values() {
-        out.extend(service_entry_workloads(cfg, snap, se));
-    }
-    for slice in snap.endpoint_slices.values() {
-        out.extend(super::endpoint_slices::endpoint_slice_workloads(cfg, snap, slice));
-    }
-    out
+    super::ownership::settled_workloads(cfg, snap, &mut Vec::new())
 }
 
 /// The workload of one pod, or `None` when the pod is not enrolled (see

@@ -234,7 +234,11 @@ metadata: {name: audit, namespace: default}
 spec: {selector: {matchLabels: {app: web}}, action: AUDIT}
 ";
     let w = one(&format!("{policies}---\n{}", pod("web-1", "app: web", "10.0.0.1")));
-    assert_eq!(w.authorization_policies, vec!["default/match", "istio-system/mesh-match"]);
+    // `broken` fails closed (sent allowing nothing), so it stays listed.
+    assert_eq!(
+        w.authorization_policies,
+        vec!["default/broken", "default/match", "istio-system/mesh-match"]
+    );
 }
 
 #[test]

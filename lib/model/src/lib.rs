@@ -41,6 +41,7 @@ mod authorization;
 pub mod enrolment;
 mod error;
 mod identity;
+pub mod ownership;
 mod service;
 mod workload;
 
@@ -54,6 +55,7 @@ pub use authorization::{
 pub use enrolment::{Enrolment, PodFacts};
 pub use error::{ModelError, Resource};
 pub use identity::{Identity, IdentityError};
+pub use ownership::{Claim, Claimant};
 pub use service::{
     HealthPolicy, IpFamilies, LoadBalancing, LoadBalancingMode, LocalityScope, Service, Visibility,
     WeightedWaypoint,

@@ -9,8 +9,23 @@ use crate::state::ProxyState;
 
 impl ProxyState {
     /// Authorizes a new connection to `conn.destination_workload`.
+    ///
+    /// Fail closed: when a policy bound to the workload is missing or was
+    /// rejected, nothing can be known about what it allows, so the
+    /// connection is denied (see `crate::state::BoundPolicies`).
     pub fn authorize(&self, conn: &ConnectionInfo<'_>) -> Decision {
-        evaluate(&self.policies_for(conn.destination_workload), conn)
+        let bound = self.policies_for(conn.destination_workload);
+        if let Some((policy, why)) = bound.unavailable.first() {
+            let reason = Reason::Unavailable { policy: policy.clone(), why: why.to_string() };
+            tracing::debug!(workload = %conn.destination_workload.uid, %reason, "authorization");
+            return Decision {
+                allowed: false,
+                reason,
+                dry_run_findings: Vec::new(),
+                shadow_allowed: false,
+            };
+        }
+        evaluate(&bound.policies, conn)
     }
 
     /// Re-checks an open connection after a policy or workload change; the
@@ -112,8 +127,13 @@ mod tests {
         ];
         let mut w = workload("w1", "10.0.0.1");
         w.authorization_policies = vec!["ns/listed".into()];
+        // What the workload lists is held (a missing one denies on its own).
+        let listed = || p("ns", "listed", WorkloadSelector, Action::Allow, 9);
+        let allow_80 = || p("ns", "allow-80", Namespace, Action::Allow, 80);
         for (name, policy, want_allowed) in cases {
             let mut s = ProxyState::default();
+            s.insert_policy(listed());
+            s.insert_policy(allow_80());
             s.insert_policy(policy);
             assert_eq!(s.authorize(&conn(&w, None, 80)).allowed, want_allowed, "{name}");
         }
@@ -243,10 +263,49 @@ mod tests {
     }
 
     #[test]
-    fn unknown_listed_policies_are_skipped() {
+    fn a_missing_or_rejected_bound_policy_denies() {
         let mut w = workload("w1", "10.0.0.1");
         w.authorization_policies = vec!["ns/not-yet-here".into()];
-        let s = ProxyState::default();
-        assert_eq!(s.authorize(&conn(&w, None, 80)).reason, Reason::NoAllowPolicies);
+        let mut s = ProxyState::default();
+        let d = s.authorize(&conn(&w, None, 80));
+        assert!(!d.allowed);
+        assert_eq!(
+            d.reason.to_string(),
+            "policy ns/not-yet-here is bound to the workload but not known"
+        );
+        s.reject_policy(
+            "ns/not-yet-here",
+            crate::state::RejectedPolicy {
+                namespace: "ns".into(),
+                scope: Some(Scope::WorkloadSelector),
+                reason: "invalid: unknown enum".into(),
+            },
+        );
+        let d = s.authorize(&conn(&w, None, 80));
+        assert!(!d.allowed && d.reason.to_string().contains("was rejected"), "{}", d.reason);
+        s.insert_policy(p("ns", "not-yet-here", Scope::WorkloadSelector, Action::Deny, 90));
+        assert!(s.authorize(&conn(&w, None, 80)).allowed);
+    }
+
+    /// Attack (hardening issue, item 4): the workload's only ALLOW policy got
+    /// an invalid port; istiod sends it with no rules (see
+    /// `istiod::translate::authorization`), and everyone is still denied.
+    #[test]
+    fn an_allow_policy_sent_without_rules_still_denies_everyone() {
+        let mut w = workload("w1", "10.0.0.1");
+        w.authorization_policies = vec!["ns/only-allow".into()];
+        let mut s = ProxyState::default();
+        s.insert_policy(policy("ns", "only-allow", Scope::WorkloadSelector, Action::Allow, vec![]));
+        let client = Identity::new("cluster.local", "ns", "client").unwrap();
+        for id in [None, Some(&client)] {
+            let d = s.authorize(&conn(&w, id, 80));
+            assert!(!d.allowed);
+            assert_eq!(d.reason, Reason::NotAllowed);
+        }
+        // A DENY sent as deny-everything (one rule without clauses) denies all.
+        let deny_all = policy("ns", "deny", Scope::Namespace, Action::Deny, vec![Rule::default()]);
+        let mut s = ProxyState::default();
+        s.insert_policy(deny_all);
+        assert!(!s.authorize(&conn(&workload("w2", "10.0.0.2"), Some(&client), 443)).allowed);
     }
 }

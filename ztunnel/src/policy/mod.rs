@@ -5,7 +5,9 @@
 //! ones of the workload's namespace, and WORKLOAD_SELECTOR ones the workload
 //! lists (`ProxyState::policies_for`). Then, over the enforced (non-dry-run)
 //! ones: any matching DENY denies; with no ALLOW policy the connection is
-//! allowed; otherwise it is allowed only if some ALLOW matches.
+//! allowed; otherwise it is allowed only if some ALLOW matches. Before all
+//! that, a bound policy that is missing or was rejected denies (fail closed;
+//! upstream skips it, see `crate::state::BoundPolicies`).
 //!
 //! Dry-run policies never change the outcome. Each is evaluated and reported
 //! in [`Decision::dry_run_findings`], and [`Decision::shadow_allowed`] says
@@ -47,6 +49,9 @@ pub enum Reason {
     Allowed { policy: String },
     /// No ALLOW policy applies (and no DENY matched).
     NoAllowPolicies,
+    /// A policy bound to the workload (by key) is missing or was rejected:
+    /// denied, as nothing is known of what it allows.
+    Unavailable { policy: String, why: String },
 }
 
 impl fmt::Display for Reason {
@@ -56,6 +61,7 @@ impl fmt::Display for Reason {
             Self::NotAllowed => write!(f, "no ALLOW policy matched"),
             Self::Allowed { policy } => write!(f, "allowed by policy {policy}"),
             Self::NoAllowPolicies => write!(f, "no ALLOW policy applies"),
+            Self::Unavailable { policy, why } => write!(f, "policy {policy} {why}"),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Address lookups and waypoint facts.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use mesh_model::{GatewayAddress, Identity, NamespacedHostname, Service, Workload, WorkloadStatus};
@@ -35,17 +35,13 @@ impl ProxyState {
             .collect()
     }
 
-    pub fn workload_by_ip(&self, network: &str, ip: IpAddr) -> Option<Arc<Workload>> {
-        let uid = self.workloads_by_ip.get(&(network.to_owned(), ip))?;
-        self.workloads.get(uid).cloned()
-    }
-
     pub fn service_by_key(&self, key: &NamespacedHostname) -> Option<Arc<Service>> {
         self.services.get(key).cloned()
     }
 
     /// The services whose hostname is `host` (compared case-insensitively),
-    /// one per namespace defining it, ordered by namespace.
+    /// one per namespace defining it, ordered by namespace, whatever their
+    /// visibility (see [`Self::services_by_hostname_for`]).
     pub fn services_by_hostname(&self, host: &str) -> Vec<Arc<Service>> {
         self.services_by_host
             .get(&host.to_ascii_lowercase())
@@ -68,31 +64,6 @@ impl ProxyState {
             .collect()
     }
 
-    /// The service with VIP `ip` on `network`: an exact VIP first, else the
-    /// first range VIP (a `NetworkAddress` with a length) containing it.
-    pub fn service_by_vip(&self, network: &str, ip: IpAddr) -> Option<Arc<Service>> {
-        let key = self.services_by_vip.get(&(network.to_owned(), ip)).or_else(|| {
-            self.service_ranges
-                .iter()
-                .find(|(n, range, _)| n == network && range.contains(&ip))
-                .map(|(_, _, key)| key)
-        })?;
-        self.services.get(key).cloned()
-    }
-
-    /// Classifies an original destination: a service VIP first, then a
-    /// workload IP (the order of upstream ztunnel's `find_upstream`), else
-    /// unknown. The caller checks [`super::is_passthrough`] for services.
-    pub fn resolve_destination(&self, network: &str, addr: SocketAddr) -> Destination {
-        if let Some(service) = self.service_by_vip(network, addr.ip()) {
-            return Destination::Service { service, port: addr.port() };
-        }
-        match self.workload_by_ip(network, addr.ip()) {
-            Some(workload) => Destination::Workload { workload },
-            None => Destination::Unknown,
-        }
-    }
-
     /// The waypoint traffic to `destination` must go through, decided by
     /// how it was addressed: a service's own waypoint for traffic to its VIP,
     /// the workload's waypoint for traffic to a pod IP. `None` means direct.
@@ -110,6 +81,7 @@ mod tests {
     use super::*;
     use crate::state::testutil::*;
     use mesh_model::GatewayDestination;
+    use std::net::SocketAddr;
 
     fn waypoint(host: &str) -> GatewayAddress {
         GatewayAddress {

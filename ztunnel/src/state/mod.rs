@@ -21,6 +21,8 @@
 mod balance;
 mod dump;
 mod lookup;
+mod owners;
+mod policies;
 mod store;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -37,6 +39,7 @@ use tokio::sync::watch;
 
 pub use balance::{Endpoint, is_passthrough};
 pub use lookup::Destination;
+pub use policies::{BoundPolicies, RejectedPolicy, Unavailable};
 pub use xds::{AddressHandler, AuthorizationHandler};
 
 /// `(network, ip)`: how addresses are indexed ("" is the default network).
@@ -46,13 +49,17 @@ type NetworkIp = (String, IpAddr);
 #[derive(Debug, Default)]
 pub struct ProxyState {
     workloads: HashMap<String, Arc<Workload>>,
-    workloads_by_ip: HashMap<NetworkIp, String>,
+    /// Every workload claiming each address (a WorkloadEntry may claim a
+    /// pod's IP): the owner is decided at lookup time by the shared rule
+    /// ([`mesh_model::ownership`]), so removing one claimant restores the
+    /// next one at once.
+    workloads_by_ip: HashMap<NetworkIp, BTreeSet<String>>,
     services: HashMap<NamespacedHostname, Arc<Service>>,
     /// Lowercased hostname -> keys of the services with that hostname (a
     /// ServiceEntry host may be defined in several namespaces); for DNS.
     services_by_host: HashMap<String, BTreeSet<NamespacedHostname>>,
-    /// Single-address VIPs.
-    services_by_vip: HashMap<NetworkIp, NamespacedHostname>,
+    /// Single-address VIPs, with every service claiming each.
+    services_by_vip: HashMap<NetworkIp, BTreeSet<NamespacedHostname>>,
     /// VIPs that are ranges (a `NetworkAddress` with a length); scanned
     /// linearly after the exact index misses. Rare in practice.
     service_ranges: Vec<(String, IpNet, NamespacedHostname)>,
@@ -60,6 +67,9 @@ pub struct ProxyState {
     /// even for services not (yet) known, as workloads may arrive first.
     endpoints: HashMap<NamespacedHostname, BTreeSet<String>>,
     policies: HashMap<String, Arc<Authorization>>,
+    /// Policies istiod sent that could not be converted: a workload they are
+    /// bound to is denied everything until a valid version arrives.
+    rejected_policies: HashMap<String, RejectedPolicy>,
     /// Keys of GLOBAL-scope policies.
     global_policies: BTreeSet<String>,
     /// Namespace -> keys of NAMESPACE-scope policies.

@@ -1,9 +1,9 @@
 //! Updates of the store, keeping every index consistent.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use mesh_model::{Address, Authorization, NamespacedHostname, Scope, Service, Workload};
+use mesh_model::{Address, NamespacedHostname, Service, Workload};
 
 use super::{ProxyState, StateError};
 
@@ -37,7 +37,10 @@ impl ProxyState {
     fn insert_workload(&mut self, workload: Arc<Workload>) {
         self.remove_workload(&workload.uid);
         for ip in &workload.addresses {
-            self.workloads_by_ip.insert((workload.network.clone(), *ip), workload.uid.clone());
+            self.workloads_by_ip
+                .entry((workload.network.clone(), *ip))
+                .or_default()
+                .insert(workload.uid.clone());
         }
         for key in workload.services.keys() {
             self.endpoints.entry(key.clone()).or_default().insert(workload.uid.clone());
@@ -50,11 +53,9 @@ impl ProxyState {
             return false;
         };
         for ip in &old.addresses {
-            let key = (old.network.clone(), *ip);
-            // Another workload may have claimed the address since.
-            if self.workloads_by_ip.get(&key).is_some_and(|owner| owner == uid) {
-                self.workloads_by_ip.remove(&key);
-            }
+            // Only this claim goes: the other claimants of the address stay
+            // indexed, so the next owner takes over at once.
+            release(&mut self.workloads_by_ip, (old.network.clone(), *ip), |u| u == uid);
         }
         for key in old.services.keys() {
             if let Some(uids) = self.endpoints.get_mut(key) {
@@ -72,7 +73,10 @@ impl ProxyState {
         self.remove_service(&key);
         for a in &service.addresses {
             if a.prefix.prefix_len() == a.prefix.max_prefix_len() {
-                self.services_by_vip.insert((a.network.clone(), a.prefix.addr()), key.clone());
+                self.services_by_vip
+                    .entry((a.network.clone(), a.prefix.addr()))
+                    .or_default()
+                    .insert(key.clone());
             } else {
                 self.service_ranges.push((a.network.clone(), a.prefix, key.clone()));
             }
@@ -89,10 +93,7 @@ impl ProxyState {
             return false;
         };
         for a in &old.addresses {
-            let vip = (a.network.clone(), a.prefix.addr());
-            if self.services_by_vip.get(&vip).is_some_and(|owner| owner == key) {
-                self.services_by_vip.remove(&vip);
-            }
+            release(&mut self.services_by_vip, (a.network.clone(), a.prefix.addr()), |k| k == key);
         }
         self.service_ranges.retain(|(_, _, owner)| owner != key);
         let host = old.hostname.to_ascii_lowercase();
@@ -103,70 +104,6 @@ impl ProxyState {
             }
         }
         true
-    }
-
-    /// Adds or replaces a policy under its key, `<namespace>/<name>`.
-    pub fn insert_policy(&mut self, policy: Authorization) {
-        let key = policy.key();
-        self.remove_policy(&key);
-        match policy.scope {
-            Scope::Global => {
-                self.global_policies.insert(key.clone());
-            }
-            Scope::Namespace => {
-                self.namespace_policies
-                    .entry(policy.namespace.clone())
-                    .or_default()
-                    .insert(key.clone());
-            }
-            // Found through `Workload.authorization_policies`.
-            Scope::WorkloadSelector => {}
-        }
-        self.policies.insert(key, Arc::new(policy));
-    }
-
-    /// Removes a policy by key; returns whether it was held.
-    pub fn remove_policy(&mut self, key: &str) -> bool {
-        let Some(old) = self.policies.remove(key) else {
-            return false;
-        };
-        self.global_policies.remove(key);
-        if let Some(keys) = self.namespace_policies.get_mut(&old.namespace) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.namespace_policies.remove(&old.namespace);
-            }
-        }
-        true
-    }
-
-    pub fn policy(&self, key: &str) -> Option<Arc<Authorization>> {
-        self.policies.get(key).cloned()
-    }
-
-    /// The policies that apply to `workload`: GLOBAL ones, NAMESPACE ones of
-    /// its namespace, and the selector policies it lists. Each at most once,
-    /// in key order (so evaluation and its logs are deterministic). Listed
-    /// keys not (yet) held are skipped: a policy may arrive after the
-    /// workload naming it, or be removed before the workload is updated.
-    pub fn policies_for(&self, workload: &Workload) -> Vec<Arc<Authorization>> {
-        let namespace = self.namespace_policies.get(&workload.namespace);
-        let keys: BTreeSet<&str> = self
-            .global_policies
-            .iter()
-            .chain(namespace.into_iter().flatten())
-            .map(String::as_str)
-            .chain(workload.authorization_policies.iter().map(String::as_str))
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| {
-                let p = self.policies.get(k);
-                if p.is_none() {
-                    tracing::debug!(policy = k, workload = %workload.uid, "skipping unknown policy");
-                }
-                p.cloned()
-            })
-            .collect()
     }
 
     pub fn workload_count(&self) -> usize {
@@ -182,6 +119,20 @@ impl ProxyState {
     }
 }
 
+/// Drops the claims matching `is_mine` on `address`, and the entry once no
+/// claim is left.
+fn release<K, V: Ord>(index: &mut HashMap<K, BTreeSet<V>>, address: K, is_mine: impl Fn(&V) -> bool)
+where
+    K: std::hash::Hash + Eq,
+{
+    if let Some(claims) = index.get_mut(&address) {
+        claims.retain(|c| !is_mine(c));
+        if claims.is_empty() {
+            index.remove(&address);
+        }
+    }
+}
+
 fn check_name(name: &str, key: &str) -> Result<(), StateError> {
     if name == key {
         Ok(())
@@ -194,7 +145,6 @@ fn check_name(name: &str, key: &str) -> Result<(), StateError> {
 mod tests {
     use super::*;
     use crate::state::testutil::*;
-    use mesh_model::Action;
 
     #[test]
     fn workload_ip_change_moves_the_index() {
@@ -257,26 +207,5 @@ mod tests {
             s.insert_address("ns/x", Address::Service(Box::new(service("svc", &[])))).unwrap_err();
         assert!(matches!(err, StateError::NameMismatch { .. }));
         assert_eq!(s.workload_count() + s.service_count(), 0);
-    }
-
-    #[test]
-    fn policy_scope_indexes_follow_updates_and_removal() {
-        let mut s = ProxyState::default();
-        let w = workload("w1", "10.0.0.1");
-        s.insert_policy(policy("ns", "p", Scope::Global, Action::Allow, vec![]));
-        assert_eq!(s.policies_for(&w).len(), 1);
-        // Re-scoped to another namespace: no longer global.
-        s.insert_policy(policy("other", "p", Scope::Namespace, Action::Allow, vec![]));
-        s.insert_policy(policy("ns", "p", Scope::Namespace, Action::Allow, vec![]));
-        assert_eq!(keys(&s.policies_for(&w)), vec!["ns/p"]);
-        assert!(s.remove_policy("ns/p"));
-        assert!(!s.remove_policy("ns/p"));
-        assert!(s.policies_for(&w).is_empty());
-        assert!(s.global_policies.is_empty() && !s.namespace_policies.contains_key("ns"));
-        assert_eq!(s.policy_count(), 1);
-    }
-
-    fn keys(p: &[Arc<Authorization>]) -> Vec<String> {
-        p.iter().map(|p| p.key()).collect()
     }
 }

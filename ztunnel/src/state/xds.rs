@@ -3,12 +3,12 @@
 //! short write-locked step. Bad resources are rejected with a reason (and
 //! end up in the NACK); the good ones of the same response still apply.
 
-use mesh_model::{Address, Authorization};
+use mesh_model::{Address, Authorization, Scope};
 use mesh_proto::{security, workload};
 use mesh_xds::client::{Rejection, ResourceHandler, Update};
 use prost::Message;
 
-use super::StateHandle;
+use super::{RejectedPolicy, StateHandle};
 
 /// Applies `istio.workload.Address` resources (workloads and services).
 #[derive(Debug, Clone)]
@@ -76,7 +76,12 @@ impl ResourceHandler for AddressHandler {
 }
 
 impl ResourceHandler for AuthorizationHandler {
+    /// Bad policies are NACKed like bad addresses, and also recorded as
+    /// rejected: the workloads they are bound to are denied (fail closed)
+    /// instead of keeping a last good version that may allow more.
     fn apply(&mut self, updates: Vec<Update>, removals: Vec<String>) -> Vec<Rejection> {
+        let bindings: Vec<(String, RejectedPolicy)> =
+            updates.iter().map(|u| (u.name.clone(), binding_of(u))).collect();
         let mut rejected = Vec::new();
         let good = decode_all::<security::Authorization, Authorization>(updates, &mut rejected);
         self.state.write(|s| {
@@ -92,8 +97,36 @@ impl ResourceHandler for AuthorizationHandler {
                     rejected.push(Rejection { name, reason });
                 }
             }
+            for r in &rejected {
+                if let Some((_, binding)) = bindings.iter().find(|(n, _)| *n == r.name) {
+                    let binding = RejectedPolicy { reason: r.reason.clone(), ..binding.clone() };
+                    s.reject_policy(&r.name, binding);
+                }
+            }
         });
         rejected
+    }
+}
+
+/// Where a policy update would bind, read as far as it decodes: its scope
+/// and namespace from the resource, else the namespace from its name
+/// (`<namespace>/<name>`). The reason is filled in once it is rejected.
+fn binding_of(update: &Update) -> RejectedPolicy {
+    let from_name = update.name.split_once('/').map(|(ns, _)| ns.to_owned()).unwrap_or_default();
+    let decoded = security::Authorization::decode(update.resource.value.as_slice()).ok();
+    let scope = decoded.as_ref().and_then(|p| match security::Scope::try_from(p.scope) {
+        Ok(security::Scope::Global) => Some(Scope::Global),
+        Ok(security::Scope::Namespace) => Some(Scope::Namespace),
+        Ok(security::Scope::WorkloadSelector) => Some(Scope::WorkloadSelector),
+        Err(_) => None,
+    });
+    let namespace = decoded.map(|p| p.namespace).filter(|ns| !ns.is_empty() && *ns == from_name);
+    RejectedPolicy {
+        // A resource whose own namespace disagrees with its name binds by
+        // the name (what workloads list), and as widely as that allows.
+        scope: if namespace.is_some() { scope } else { None },
+        namespace: from_name,
+        reason: String::new(),
     }
 }
 
@@ -218,7 +251,16 @@ mod tests {
         assert_eq!(names, vec!["ns/bad-scope", "ns/garbage", "ns/misnamed"]);
         assert!(rejected[0].reason.contains("unknown enum value 9"), "{}", rejected[0].reason);
         assert_eq!(state.read().policy_count(), 1);
-        assert!(h.apply(vec![], vec!["ns/p".into()]).is_empty());
+        assert_eq!(state.read().rejected_policy_count(), 3, "recorded to fail closed");
+        let mut bound = crate::state::testutil::workload("w", "10.0.0.1");
+        bound.authorization_policies = vec!["ns/misnamed".into()];
+        assert_eq!(
+            state.read().policies_for(&bound).unavailable.len(),
+            3,
+            "unknown scope: ns-wide"
+        );
+        assert!(h.apply(vec![], vec!["ns/p".into(), "ns/misnamed".into()]).is_empty());
         assert_eq!(state.read().policy_count(), 0);
+        assert_eq!(state.read().rejected_policy_count(), 2);
     }
 }
