@@ -112,7 +112,7 @@ async fn tunnel(
     client_id: &str,
     target: SocketAddr,
 ) -> Result<mesh_hbone::H2Stream, ConnectError> {
-    tunnel_with(node, client_id, target, None).await
+    tunnel_with(node, client_id, target, None, None).await
 }
 
 /// [`tunnel`] from the client identity to a listener serving only `pod`.
@@ -121,7 +121,16 @@ async fn tunnel_only_to(
     pod: [u8; 4],
     target: SocketAddr,
 ) -> Result<mesh_hbone::H2Stream, ConnectError> {
-    tunnel_with(node, CLIENT, target, Some(IpAddr::from(pod))).await
+    tunnel_with(node, CLIENT, target, Some(IpAddr::from(pod)), None).await
+}
+
+/// [`tunnel`] to a listener serving the workload `uid` (as a pod's is).
+async fn tunnel_for(
+    node: &Node,
+    uid: &str,
+    target: SocketAddr,
+) -> Result<mesh_hbone::H2Stream, ConnectError> {
+    tunnel_with(node, CLIENT, target, None, Some(uid.to_owned())).await
 }
 
 async fn tunnel_with(
@@ -129,6 +138,7 @@ async fn tunnel_with(
     client_id: &str,
     target: SocketAddr,
     only_to: Option<IpAddr>,
+    pod: Option<String>,
 ) -> Result<mesh_hbone::H2Stream, ConnectError> {
     let (a, b) = tokio::io::duplex(1 << 20);
     let server_ctx = tls::server_context(&cert(&node.ca, SERVER), TlsSettings::default()).unwrap();
@@ -149,6 +159,9 @@ async fn tunnel_with(
             InboundTunnels::new(state, "", peer, Arc::new(Plain), metrics).tracked(connections);
         if let Some(ip) = only_to {
             inbound = inbound.only_to(ip);
+        }
+        if let Some(uid) = pod {
+            inbound = inbound.for_workload(uid);
         }
         let _ = serve_connection(stream, H2Settings::default(), Arc::new(inbound)).await;
     });
@@ -323,4 +336,59 @@ async fn a_deny_policy_closes_open_tunnels_of_its_principal_only() {
     // New tunnels of the principal are refused.
     assert!(matches!(tunnel(&node, CLIENT, node.app).await, Err(ConnectError::Denied)));
     reconciler.abort();
+}
+
+#[tokio::test]
+async fn a_connect_to_one_of_ztunnels_ports_is_refused_and_counted() {
+    let node = node().await;
+    let ports = [15001, 15006, 15008, 15053, 15000, 15020, 15021];
+    for port in ports {
+        let target = SocketAddr::new(IpAddr::from(SERVER_IP), port);
+        let refused = tunnel_only_to(&node, SERVER_IP, target).await;
+        assert!(
+            matches!(refused, Err(ConnectError::Status(s)) if s == http::StatusCode::BAD_REQUEST),
+            "{target}: {refused:?}"
+        );
+    }
+    let text = metrics_text(&node);
+    let failed = text
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_tcp_connections_failed_total{")
+                && l.contains("response_flags=\"DENY\"")
+        })
+        .unwrap_or_else(|| panic!("no failed series in:\n{text}"));
+    assert!(failed.contains(&format!("source_principal=\"{CLIENT}\"")), "{failed}");
+    assert!(failed.ends_with(&format!(" {}", ports.len())), "{failed}");
+    assert!(!text.contains("istio_tcp_connections_opened_total{"), "nothing was opened");
+}
+
+const SERVER_UID: &str = "Kubernetes//Pod/default/server";
+
+#[tokio::test]
+async fn a_pod_listener_admits_only_tunnels_to_its_own_workload() {
+    let node = node().await;
+    // Another workload (a WorkloadEntry, say) claims the server pod's IP.
+    let mut squatter = workload("squatter", "attacker", SERVER_IP);
+    squatter.uid = "Kubernetes/networking.istio.io/WorkloadEntry/default/squatter".into();
+    insert(&node.state, squatter);
+
+    let mut stream = tunnel_for(&node, SERVER_UID, node.app).await.unwrap();
+    assert!(echoes(&mut stream).await, "the pod's own tunnel is served");
+    let text = metrics_text(&node);
+    let opened = text
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+        .expect("opened series");
+    assert!(opened.contains("destination_workload=\"server\""), "served as the pod: {opened}");
+    assert!(!opened.contains("squatter"), "{opened}");
+
+    // A tunnel addressed to another workload's IP is refused by the pod's
+    // listener, whatever the state says is there.
+    let elsewhere = SocketAddr::new(IpAddr::from(CLIENT_IP), node.app.port());
+    let refused = tunnel_for(&node, SERVER_UID, elsewhere).await;
+    assert!(
+        matches!(refused, Err(ConnectError::Status(s)) if s == http::StatusCode::BAD_REQUEST),
+        "{refused:?}"
+    );
 }

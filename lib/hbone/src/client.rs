@@ -6,7 +6,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +22,10 @@ pub enum ConnectError {
     Dial(#[source] std::io::Error),
     #[error("HTTP/2 handshake: {0}")]
     Handshake(#[source] h2::Error),
+    #[error("HTTP/2 handshake timed out after {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("no CONNECT response within {0:?}")]
+    ResponseTimeout(Duration),
     #[error("HTTP/2: {0}")]
     H2(#[source] h2::Error),
     #[error("invalid CONNECT request: {0}")]
@@ -63,27 +67,44 @@ pub struct Connection {
     last_used: Arc<AtomicU64>,
     epoch: Instant,
     max_streams: usize,
+    request_timeout: Duration,
 }
 
 impl Connection {
-    /// HTTP/2 handshake on `io` (already TLS-wrapped); the connection is
-    /// driven by a background task until the peer or the last user closes.
+    /// HTTP/2 handshake on `io` (already TLS-wrapped), bounded by the
+    /// settings' handshake timeout; the connection is then driven by a
+    /// background task, with a keep-alive PING, until the peer or the last
+    /// user closes it or a PONG is late.
     pub async fn handshake<IO>(io: IO, settings: H2Settings) -> Result<Self, ConnectError>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (send, driver) = h2::client::Builder::new()
+        let handshake = h2::client::Builder::new()
             .initial_window_size(settings.stream_window)
             .initial_connection_window_size(settings.connection_window)
             .max_frame_size(settings.max_frame_size)
-            .handshake::<_, Bytes>(io)
+            .max_header_list_size(settings.max_header_list_size)
+            .handshake::<_, Bytes>(io);
+        let (send, mut driver) = tokio::time::timeout(settings.handshake_timeout, handshake)
             .await
+            .map_err(|_| ConnectError::HandshakeTimeout(settings.handshake_timeout))?
             .map_err(ConnectError::Handshake)?;
         let closed = Arc::new(AtomicBool::new(false));
         let on_close = Arc::clone(&closed);
+        let ping_pong = driver.ping_pong();
         tokio::spawn(async move {
-            if let Err(e) = driver.await {
-                tracing::debug!(error = %e, "HBONE connection ended");
+            let keepalive = crate::keepalive::failure(
+                ping_pong,
+                settings.keepalive_interval,
+                settings.keepalive_timeout,
+            );
+            tokio::select! {
+                ended = &mut driver => if let Err(e) = ended {
+                    tracing::debug!(error = %e, "HBONE connection ended");
+                },
+                failure = keepalive => {
+                    tracing::debug!(%failure, "HBONE keep-alive failed; closing the connection");
+                }
             }
             on_close.store(true, Ordering::Release);
         });
@@ -95,6 +116,7 @@ impl Connection {
             last_used: Arc::default(),
             epoch,
             max_streams: usize::try_from(settings.max_streams).unwrap_or(usize::MAX),
+            request_timeout: settings.request_timeout,
         })
     }
 
@@ -116,9 +138,15 @@ impl Connection {
             last_used: Arc::clone(&self.last_used),
             epoch: self.epoch,
         };
-        let mut send = self.send.clone().ready().await.map_err(ConnectError::H2)?;
-        let (response, stream) = send.send_request(request, false).map_err(ConnectError::H2)?;
-        let response = response.await.map_err(ConnectError::H2)?;
+        let exchange = async {
+            let mut send = self.send.clone().ready().await.map_err(ConnectError::H2)?;
+            let (response, stream) = send.send_request(request, false).map_err(ConnectError::H2)?;
+            let response = response.await.map_err(ConnectError::H2)?;
+            Ok::<_, ConnectError>((response, stream))
+        };
+        let (response, stream) = tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| ConnectError::ResponseTimeout(self.request_timeout))??;
         match response.status() {
             StatusCode::OK => {
                 Ok(H2Stream::new(stream, response.into_body(), Some(Box::new(guard))))
@@ -151,7 +179,10 @@ impl Connection {
 
 /// Connections shared per key (upstream: source identity, destination
 /// identities, destination IP), at most `max_streams` streams each; new
-/// connections are dialled one at a time per key.
+/// connections are dialled one at a time per key. Idle connections are
+/// dropped when next looked at and by [`Pool::evict_idle`] (run on a timer
+/// by [`Pool::spawn_evictor`]); per-key dial state lives only while a dial
+/// is in progress or awaited.
 pub struct Pool<K> {
     settings: H2Settings,
     idle_timeout: Duration,
@@ -171,7 +202,9 @@ impl<K: Hash + Eq + Clone> Pool<K> {
     }
 
     /// Opens a tunnel to `target` over a pooled connection for `key`,
-    /// dialling a new one with `dial` when none has room.
+    /// dialling a new one with `dial` when none has room. `dial` should
+    /// bound its own steps (TCP connect, TLS); the HTTP/2 handshake and the
+    /// CONNECT response are bounded here by the pool's settings.
     pub async fn connect<F, Fut, IO>(
         &self,
         key: K,
@@ -191,33 +224,89 @@ impl<K: Hash + Eq + Clone> Pool<K> {
             let mut dialing = self.dialing.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(dialing.entry(key.clone()).or_default())
         };
-        let _dialling = dial_lock.lock().await;
-        // Someone else may have dialled while we waited.
-        if let Some(connection) = self.pick(&key) {
-            return connection.connect(target, headers).await;
+        let dialled = async {
+            let _dialling = dial_lock.lock().await;
+            // Someone else may have dialled while we waited.
+            if let Some(connection) = self.pick(&key) {
+                return Ok(connection);
+            }
+            let io = dial().await.map_err(ConnectError::Dial)?;
+            let connection = Arc::new(Connection::handshake(io, self.settings).await?);
+            self.connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key.clone())
+                .or_default()
+                .push(Arc::clone(&connection));
+            Ok(connection)
         }
-        let io = dial().await.map_err(ConnectError::Dial)?;
-        let connection = Arc::new(Connection::handshake(io, self.settings).await?);
-        self.connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default()
-            .push(Arc::clone(&connection));
-        connection.connect(target, headers).await
+        .await;
+        self.release_dial_state(&key, dial_lock);
+        dialled?.connect(target, headers).await
+    }
+
+    /// Forgets `key`'s dial lock unless someone else is waiting on it.
+    fn release_dial_state(&self, key: &K, ours: Arc<tokio::sync::Mutex<()>>) {
+        let mut dialing = self.dialing.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's reference and ours: nobody else holds it.
+        let unused = dialing
+            .get(key)
+            .is_some_and(|held| Arc::ptr_eq(held, &ours) && Arc::strong_count(&ours) == 2);
+        if unused {
+            dialing.remove(key);
+        }
+    }
+
+    fn is_stale(&self, c: &Connection) -> bool {
+        c.is_closed() || c.idle_for().is_some_and(|idle| idle >= self.idle_timeout)
     }
 
     /// The least busy live connection with room; drops closed and idle ones.
     fn pick(&self, key: &K) -> Option<Arc<Connection>> {
         let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         let list = connections.get_mut(key)?;
-        let idle_timeout = self.idle_timeout;
-        list.retain(|c| !c.is_closed() && c.idle_for().is_none_or(|idle| idle < idle_timeout));
+        list.retain(|c| !self.is_stale(c));
         let best = list.iter().filter(|c| c.has_room()).min_by_key(|c| c.active_streams()).cloned();
         if list.is_empty() {
             connections.remove(key);
         }
         best
+    }
+
+    /// Drops every closed connection and every one idle (no streams) for
+    /// the idle timeout, and the keys left without connections; dropping a
+    /// connection's last handle closes it. Returns how many were dropped.
+    pub fn evict_idle(&self) -> usize {
+        let mut dropped = 0;
+        let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        connections.retain(|_, list| {
+            let before = list.len();
+            list.retain(|c| !self.is_stale(c));
+            dropped += before - list.len();
+            !list.is_empty()
+        });
+        drop(connections);
+        let mut dialing = self.dialing.lock().unwrap_or_else(PoisonError::into_inner);
+        dialing.retain(|_, lock| Arc::strong_count(lock) > 1);
+        dropped
+    }
+
+    /// Runs [`Self::evict_idle`] every `period` until the pool is dropped.
+    pub fn spawn_evictor(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()>
+    where
+        K: Send + Sync + 'static,
+    {
+        let pool: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let dropped = pool.evict_idle();
+                if dropped > 0 {
+                    tracing::debug!(dropped, "evicted idle HBONE connections");
+                }
+            }
+        })
     }
 
     /// Forgets every connection whose key fails `keep`; returns how many
@@ -240,5 +329,12 @@ impl<K: Hash + Eq + Clone> Pool<K> {
     pub fn connection_count(&self, key: &K) -> usize {
         let connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         connections.get(key).map_or(0, |l| l.iter().filter(|c| !c.is_closed()).count())
+    }
+
+    /// Keys with any state (connections or dial locks), for tests and
+    /// debug endpoints: stays bounded by the keys in use.
+    pub fn key_count(&self) -> usize {
+        let connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner).len();
+        connections + self.dialing.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }

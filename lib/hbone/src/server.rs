@@ -5,16 +5,25 @@
 //! the tunnel is answered 200 and handed over. A malformed request gets 400
 //! and affects no other stream; a connection that does not speak HTTP/2
 //! ends with an error for that connection only.
+//!
+//! Limits (see [`H2Settings`]): the preface and SETTINGS exchange must end
+//! within the handshake timeout, header lists over the limit are refused
+//! (431), at most `max_streams` streams are open at once, a keep-alive PING
+//! whose PONG is late closes the connection, and a connection without
+//! streams for the idle timeout is closed with GOAWAY.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 
+pub use crate::keepalive::KeepaliveError;
 use crate::{H2Settings, H2Stream};
 
 /// A CONNECT request that passed the protocol checks.
@@ -68,11 +77,32 @@ pub trait Inbound: Send + Sync + 'static {
 pub enum ServeError {
     #[error("HTTP/2 handshake failed: {0}")]
     Handshake(#[source] h2::Error),
+    #[error("HTTP/2 handshake timed out after {0:?}")]
+    HandshakeTimeout(Duration),
     #[error("HTTP/2 connection failed: {0}")]
     Connection(#[source] h2::Error),
+    #[error("HTTP/2 keep-alive: {0}")]
+    Keepalive(#[source] KeepaliveError),
 }
 
-/// Serves HBONE on one connection until the peer closes it.
+/// Counts a stream as open while alive.
+struct OpenStream(Arc<watch::Sender<usize>>);
+
+impl OpenStream {
+    fn new(open: &Arc<watch::Sender<usize>>) -> Self {
+        open.send_modify(|n| *n += 1);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Serves HBONE on one connection until the peer closes it, its keep-alive
+/// fails, or it stays without streams for the idle timeout.
 pub async fn serve_connection<IO, I>(
     io: IO,
     settings: H2Settings,
@@ -82,20 +112,67 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     I: Inbound,
 {
-    let mut connection = h2::server::Builder::new()
+    let handshake = h2::server::Builder::new()
         .initial_window_size(settings.stream_window)
         .initial_connection_window_size(settings.connection_window)
         .max_frame_size(settings.max_frame_size)
         .max_concurrent_streams(settings.max_streams)
-        .handshake::<_, Bytes>(io)
+        .max_header_list_size(settings.max_header_list_size)
+        .handshake::<_, Bytes>(io);
+    let mut connection = tokio::time::timeout(settings.handshake_timeout, handshake)
         .await
+        .map_err(|_| ServeError::HandshakeTimeout(settings.handshake_timeout))?
         .map_err(ServeError::Handshake)?;
-    while let Some(next) = connection.accept().await {
-        let (request, respond) = next.map_err(ServeError::Connection)?;
-        let inbound = Arc::clone(&inbound);
-        tokio::spawn(async move { handle_stream(request, respond, inbound.as_ref()).await });
+    let keepalive = crate::keepalive::failure(
+        connection.ping_pong(),
+        settings.keepalive_interval,
+        settings.keepalive_timeout,
+    );
+    tokio::pin!(keepalive);
+    let open = Arc::new(watch::Sender::new(0usize));
+    let mut open_changes = open.subscribe();
+    let mut closing = false;
+    loop {
+        let busy = closing || *open_changes.borrow_and_update() > 0;
+        let idle = async move {
+            if busy {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(settings.idle_timeout).await;
+        };
+        tokio::select! {
+            next = connection.accept() => {
+                let Some(next) = next else { return Ok(()) };
+                let (request, respond) = match next {
+                    Ok(stream) => stream,
+                    // After our GOAWAY the peer may close first.
+                    Err(_) if closing => return Ok(()),
+                    Err(e) => return Err(ServeError::Connection(e)),
+                };
+                let inbound = Arc::clone(&inbound);
+                let guard = OpenStream::new(&open);
+                tokio::spawn(async move {
+                    let _open = guard;
+                    handle_stream(request, respond, inbound.as_ref()).await;
+                });
+            }
+            failure = &mut keepalive => {
+                tracing::debug!(%failure, "HBONE keep-alive failed; closing the connection");
+                connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+                // Flush the GOAWAY if the peer still reads; a dead peer
+                // must not hold the connection, so this is bounded too.
+                let drain = async { while connection.accept().await.is_some() {} };
+                let _ = tokio::time::timeout(settings.keepalive_timeout, drain).await;
+                return Err(ServeError::Keepalive(failure));
+            }
+            () = idle => {
+                tracing::debug!(timeout = ?settings.idle_timeout, "HBONE connection idle; closing");
+                connection.graceful_shutdown();
+                closing = true;
+            }
+            _ = open_changes.changed() => {}
+        }
     }
-    Ok(())
 }
 
 /// Checks the request line: method CONNECT and an `ip:port` authority.

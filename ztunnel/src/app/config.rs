@@ -75,6 +75,10 @@ pub struct Config {
     /// `DNS_RESOLV_CONF` (default `/etc/resolv.conf`): where the DNS
     /// proxy's upstream resolvers are read from.
     pub dns_resolv_conf: PathBuf,
+    /// `MAX_INBOUND_CONNECTIONS` (default 10000): inbound connections
+    /// (15006 and 15008, all pods) open at once; at the cap the listeners
+    /// stop accepting until one closes. upstream has no such setting.
+    pub max_inbound_connections: usize,
 }
 
 /// A variable with a value that cannot be used.
@@ -141,6 +145,12 @@ impl Config {
             },
             cluster_domain: string("CLUSTER_DOMAIN", "cluster.local"),
             dns_resolv_conf: path("DNS_RESOLV_CONF", "/etc/resolv.conf"),
+            max_inbound_connections: match get("MAX_INBOUND_CONNECTIONS") {
+                None => crate::inpod::InboundLimits::default().max_connections,
+                Some(v) => v.parse().ok().filter(|n: &usize| *n > 0).ok_or_else(|| {
+                    invalid("MAX_INBOUND_CONNECTIONS", &v, "expected a count > 0")
+                })?,
+            },
         })
     }
 
@@ -209,7 +219,10 @@ mod tests {
         assert!(c.dns_proxy);
         assert_eq!(c.cluster_domain, "cluster.local");
         assert_eq!(c.dns_resolv_conf, PathBuf::from("/etc/resolv.conf"));
+        assert_eq!(c.max_inbound_connections, 10_000);
         assert!(!config(&[("DNS_PROXY", "false")]).unwrap().dns_proxy);
+        let capped = config(&[("MAX_INBOUND_CONNECTIONS", "64")]).unwrap();
+        assert_eq!(capped.max_inbound_connections, 64);
     }
 
     #[test]
@@ -242,6 +255,8 @@ mod tests {
             ("ADMIN_ADDRESS", "15000"),
             ("JSON_LOGS", "maybe"),
             ("DNS_PROXY", "sometimes"),
+            ("MAX_INBOUND_CONNECTIONS", "0"),
+            ("MAX_INBOUND_CONNECTIONS", "lots"),
         ] {
             let e = config(&[(var, value)]).unwrap_err();
             assert_eq!(e.variable, var);

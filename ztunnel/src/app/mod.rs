@@ -15,6 +15,7 @@
 
 pub mod config;
 mod pods;
+pub mod rlimit;
 mod setup;
 
 use std::net::SocketAddr;
@@ -42,12 +43,14 @@ pub use setup::StartError;
 use setup::{bind, channel, load_trust, xds_metadata};
 
 use crate::dns::{self, DnsConfig, DnsMetrics, DnsServer};
-use crate::inpod::PodProxies;
+use crate::inpod::{InboundLimits, PodProxies};
 use crate::proxy::{OutboundProxy, TcpMetrics};
 use crate::state::{AddressHandler, AuthorizationHandler, StateHandle};
 
 /// Events waiting for the proxy before the ZDS connection stalls.
 const ZDS_QUEUE: usize = 64;
+/// How often idle pooled HBONE connections are looked for.
+const POOL_EVICTION_PERIOD: Duration = Duration::from_secs(30);
 /// How often readiness is recomputed.
 const READINESS_POLL: Duration = Duration::from_millis(100);
 
@@ -91,6 +94,9 @@ impl App {
         config: Config,
         logging: Option<LogControl>,
     ) -> Result<Self, StartError> {
+        if let Err(e) = rlimit::raise_nofile_limit() {
+            tracing::warn!(error = %e, "keeping the open file limit");
+        }
         let trust = Arc::new(load_trust(&config.root_cert).await?);
         let ca_channel = channel(&config, &config.ca_address, &trust).await?;
         let xds_channel = if config.xds_address == config.ca_address {
@@ -133,14 +139,21 @@ impl App {
         let istio = registry.sub_registry_with_prefix("istio");
         metrics.register(istio);
         manager.register(istio);
+        let h2 = H2Settings::default();
+        let pool = Arc::new(Pool::new(h2, h2.idle_timeout));
+        let evictor = pool.spawn_evictor(POOL_EVICTION_PERIOD);
         let outbound = OutboundProxy {
             state: state.clone(),
             network: config.network.clone(),
             tls: Arc::clone(&tls),
-            pool: Arc::new(Pool::new(H2Settings::default(), Duration::from_secs(300))),
+            pool,
             metrics: Arc::clone(&metrics),
         };
-        let mut proxies = PodProxies::new(outbound, H2Settings::default());
+        let limits = InboundLimits {
+            max_connections: config.max_inbound_connections,
+            ..InboundLimits::default()
+        };
+        let mut proxies = PodProxies::new(outbound, h2).with_limits(limits);
         if config.dns_proxy {
             proxies = proxies.with_dns(dns_server(&config, &state, istio));
         }
@@ -189,6 +202,7 @@ impl App {
             .map_err(|source| StartError::Zds { path: config.zds_socket.clone(), source })?;
 
         let tasks = vec![
+            evictor,
             tokio::spawn(xds.run()),
             tokio::spawn(Arc::clone(&pods).run(events)),
             tokio::spawn(readiness(Arc::clone(&pods))),

@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use mesh_hbone::accept::{AcceptLoop, Permit};
 use mesh_hbone::server::serve_connection;
 use mesh_identity::tls;
 use mesh_identity::verify::PeerPolicy;
@@ -16,8 +17,12 @@ use tokio::sync::watch;
 use super::sockets::{PodSockets, SocketError};
 use super::{NodeProxy, PodWorkload};
 use crate::policy::ConnectionInfo;
+use crate::proxy::inbound::pod_workload_at;
+use crate::proxy::outbound::CONNECT_TIMEOUT;
+use crate::proxy::selfcall::{SelfCall, is_ztunnel_port};
 use crate::proxy::{
-    ConnectionLabels, InboundTunnels, OpenConnection, Peer, Upstream, metrics::Reporter,
+    ConnectionLabels, InboundTunnels, OpenConnection, Peer, ResponseFlag, Upstream,
+    metrics::Reporter,
 };
 
 /// Runs `work` until it ends or the pod's stop signal fires (its sender is
@@ -130,6 +135,12 @@ pub enum ConnectionError {
     Certificate(#[from] mesh_identity::contexts::ContextError),
     #[error("TLS handshake: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("no TLS handshake within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    #[error(transparent)]
+    SelfCall(#[from] SelfCall),
+    #[error("connecting to the application at {0} timed out")]
+    ConnectTimeout(SocketAddr),
     #[error("serving HBONE: {0}")]
     Hbone(#[from] mesh_hbone::server::ServeError),
     #[error("reading the original destination: {0}")]
@@ -176,7 +187,8 @@ pub(super) struct PodListeners {
 
 impl PodListeners {
     pub(super) async fn outbound(self: Arc<Self>, listener: TcpListener) {
-        self.accept_loop(listener, "outbound", |me, stream, _| async move {
+        let accept = AcceptLoop::new(listener, "outbound");
+        self.accept_loop(accept, |me, stream, _| async move {
             if let Err(e) = me.node.outbound.handle(&me.sockets, &me.pod.uid, stream).await {
                 tracing::info!(pod = %me.pod.uid, error = %e, "outbound connection failed");
             }
@@ -185,7 +197,8 @@ impl PodListeners {
     }
 
     pub(super) async fn hbone(self: Arc<Self>, listener: TcpListener) {
-        self.accept_loop(listener, "hbone", |me, stream, peer| async move {
+        let accept = AcceptLoop::new(listener, "hbone").with_limit(self.node.inbound_cap.clone());
+        self.accept_loop(accept, |me, stream, peer| async move {
             if let Err(e) = me.serve_hbone(stream, peer).await {
                 tracing::info!(pod = %me.pod.uid, %peer, error = %e, "HBONE connection failed");
             }
@@ -194,7 +207,9 @@ impl PodListeners {
     }
 
     pub(super) async fn plaintext(self: Arc<Self>, listener: TcpListener) {
-        self.accept_loop(listener, "plaintext", |me, stream, peer| async move {
+        let accept =
+            AcceptLoop::new(listener, "plaintext").with_limit(self.node.inbound_cap.clone());
+        self.accept_loop(accept, |me, stream, peer| async move {
             if let Err(e) = me.serve_plaintext(stream, peer).await {
                 tracing::info!(pod = %me.pod.uid, %peer, error = %e, "plaintext inbound closed");
             }
@@ -202,26 +217,22 @@ impl PodListeners {
         .await;
     }
 
-    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, name: &str, handle: F)
+    /// Accepts until the pod goes away; each connection's task holds its
+    /// slot of the node's cap (if the loop has one) until it ends.
+    async fn accept_loop<F, Fut>(self: Arc<Self>, mut accept: AcceptLoop<TcpListener>, handle: F)
     where
         F: Fn(Arc<Self>, TcpStream, SocketAddr) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let guard = ResetIfCut::arm(&stream, self.stop.clone());
-                    let work = handle(Arc::clone(&self), stream, peer);
-                    spawn_until(self.stop.clone(), async move {
-                        let _guard = guard;
-                        work.await;
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(pod = %self.pod.uid, listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
+            let ((stream, peer), permit): (_, Permit) = accept.next().await;
+            let guard = ResetIfCut::arm(&stream, self.stop.clone());
+            let work = handle(Arc::clone(&self), stream, peer);
+            spawn_until(self.stop.clone(), async move {
+                let _slot = permit;
+                let _guard = guard;
+                work.await;
+            });
         }
     }
 
@@ -232,15 +243,22 @@ impl PodListeners {
     ) -> Result<(), ConnectionError> {
         let node = &self.node;
         let local = stream.local_addr().map_err(ConnectionError::LocalAddress)?;
-        let contexts = node.tls.for_identity(&self.pod.identity).await?;
-        let trust_domains = vec![self.pod.identity.trust_domain().to_owned()];
-        let (tls_stream, identity) = tls::accept(
-            &contexts.server,
-            stream,
-            contexts.trust,
-            PeerPolicy::TrustDomains(trust_domains),
-        )
-        .await?;
+        let timeout = node.limits.handshake_timeout;
+        let handshake = async {
+            let contexts = node.tls.for_identity(&self.pod.identity).await?;
+            let trust_domains = vec![self.pod.identity.trust_domain().to_owned()];
+            let accepted = tls::accept(
+                &contexts.server,
+                stream,
+                contexts.trust,
+                PeerPolicy::TrustDomains(trust_domains),
+            )
+            .await?;
+            Ok::<_, ConnectionError>(accepted)
+        };
+        let (tls_stream, identity) = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| ConnectionError::HandshakeTimeout(timeout))??;
         let upstream =
             Arc::new(PodUpstream { sockets: self.sockets.clone(), stop: self.stop.clone() });
         let inbound = InboundTunnels::new(
@@ -251,6 +269,7 @@ impl PodListeners {
             Arc::clone(&node.outbound.metrics),
         )
         .only_to(local.ip())
+        .for_workload(self.pod.uid.clone())
         .tracked(node.connections.clone());
         Ok(serve_connection(tls_stream, node.h2, Arc::new(inbound)).await?)
     }
@@ -271,15 +290,26 @@ impl PodListeners {
             TcpStream::from_std(std_stream).map_err(ConnectionError::OriginalDestination)?;
         let state = &self.node.outbound.state;
         let network = &self.node.outbound.network;
-        let admitted_at = state.generation();
-        let (destination, source) = {
-            let s = state.read();
-            let destination = s
-                .workload_by_ip(network, original.ip())
-                .filter(|w| w.uid == self.pod.uid)
-                .ok_or(ConnectionError::NoWorkload(original))?;
-            (destination, s.workload_by_ip(network, peer.ip()))
+        let metrics = &self.node.outbound.metrics;
+        let source = state.read().workload_by_ip(network, peer.ip());
+        let failed = |flag, destination: Option<&mesh_model::Workload>| {
+            let labels = ConnectionLabels::failed(
+                Reporter::Destination,
+                source.as_deref(),
+                None,
+                destination,
+                flag,
+            );
+            metrics.failed(&labels);
         };
+        // Delivering to one of ztunnel's ports would re-enter ztunnel.
+        if is_ztunnel_port(original.port()) {
+            failed(ResponseFlag::Deny, None);
+            return Err(SelfCall(original).into());
+        }
+        let admitted_at = state.generation();
+        let destination = pod_workload_at(&state.read(), &self.pod.uid, original.ip())
+            .ok_or(ConnectionError::NoWorkload(original))?;
         let decision = state.read().authorize(&ConnectionInfo {
             source_identity: None,
             source_ip: peer.ip(),
@@ -288,13 +318,24 @@ impl PodListeners {
             destination_workload: &destination,
         });
         if !decision.allowed {
+            failed(ResponseFlag::Deny, Some(&destination));
             return Err(ConnectionError::Denied(decision.reason.to_string()));
         }
-        let upstream = self.sockets.connect(original, Some(peer.ip())).await?;
+        let connect = self.sockets.connect(original, Some(peer.ip()));
+        let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(upstream)) => upstream,
+            Ok(Err(e)) => {
+                failed(ResponseFlag::Connect, Some(&destination));
+                return Err(e.into());
+            }
+            Err(_) => {
+                failed(ResponseFlag::Connect, Some(&destination));
+                return Err(ConnectionError::ConnectTimeout(original));
+            }
+        };
         let mut upstream = AppStream::new(upstream, self.stop.clone());
         let labels =
             ConnectionLabels::new(Reporter::Destination, source.as_deref(), None, &destination);
-        let metrics = &self.node.outbound.metrics;
         metrics.opened(&labels);
         let facts = OpenConnection {
             source_identity: None,

@@ -21,6 +21,21 @@
 //! policy to a plaintext (identity-less) client and closes denied
 //! connections.
 //!
+//! Limits ([`InboundLimits`], [`PodProxies::with_limits`]): 15008's TLS
+//! handshake (with fetching the pod's certificate) must end within the
+//! handshake timeout; inbound connections of all pods of the node (15006
+//! and 15008) share one cap, at which the inbound listeners stop accepting
+//! until a connection closes; every accept loop backs off on resource
+//! exhaustion (`mesh_hbone::accept`). 15006 has no handshake to bound: it
+//! carries the application's own protocol, and server-first protocols
+//! (SMTP, MySQL, ...) send nothing until the server speaks, so a
+//! first-byte deadline would break them; what bounds an idle 15006 client
+//! is the cap, and connecting to the application is bounded by the connect
+//! timeout.
+//!
+//! Every port refuses connections that would come back into ztunnel
+//! (`crate::proxy::selfcall`).
+//!
 //! Inbound connections admitted under L4 policy (both ports) are tracked in
 //! the node's [`ConnectionRegistry`]; [`PodProxies::new`] starts its
 //! reconciler, which closes those a state change no longer allows.
@@ -32,8 +47,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use mesh_hbone::H2Settings;
+use mesh_hbone::accept::ConnectionLimit;
 use mesh_identity::contexts::TlsContexts;
 use mesh_model::Identity;
 use mesh_netns::Netns;
@@ -73,6 +90,22 @@ pub enum InpodError {
     },
 }
 
+/// Bounds on what clients of a node's inbound listeners can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundLimits {
+    /// How long 15008's TLS handshake may take, from the accept.
+    pub handshake_timeout: Duration,
+    /// Inbound connections (15006 and 15008, all pods of the node) open at
+    /// once; at the cap the listeners stop accepting until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for InboundLimits {
+    fn default() -> Self {
+        Self { handshake_timeout: Duration::from_secs(10), max_connections: 10_000 }
+    }
+}
+
 /// What all pods of a node share.
 #[derive(Debug)]
 pub(crate) struct NodeProxy {
@@ -80,6 +113,9 @@ pub(crate) struct NodeProxy {
     pub(crate) tls: Arc<TlsContexts>,
     pub(crate) h2: H2Settings,
     pub(crate) connections: ConnectionRegistry,
+    pub(crate) limits: InboundLimits,
+    /// The node-wide cap on inbound connections.
+    pub(crate) inbound_cap: ConnectionLimit,
 }
 
 /// One enrolled pod: dropping `stop` ends its listeners and connections.
@@ -150,8 +186,26 @@ impl PodProxies {
             let task = run_reconciler(connections.clone(), outbound.state.clone());
             runtime.spawn(task).abort_handle()
         });
-        let node = Arc::new(NodeProxy { outbound, tls, h2, connections });
+        let limits = InboundLimits::default();
+        let inbound_cap = ConnectionLimit::new(limits.max_connections);
+        let node = Arc::new(NodeProxy { outbound, tls, h2, connections, limits, inbound_cap });
         Self { node, pods: Mutex::default(), dns: None, reconciler }
+    }
+
+    /// Applies `limits` to pods added from now on (call before adding any).
+    pub fn with_limits(mut self, limits: InboundLimits) -> Self {
+        if let Some(node) = Arc::get_mut(&mut self.node) {
+            node.limits = limits;
+            node.inbound_cap = ConnectionLimit::new(limits.max_connections);
+        } else {
+            tracing::warn!("inbound limits set after pods were added; ignored");
+        }
+        self
+    }
+
+    /// Inbound connections holding a slot of the node's cap now.
+    pub fn inbound_connections(&self) -> usize {
+        self.node.inbound_cap.in_use()
     }
 
     /// Also serves `dns` on 15053 (UDP and TCP) in every pod added from
@@ -239,7 +293,7 @@ impl PodProxies {
     /// removal and the CNI agent takes the capture rules away. Without the
     /// wait, an application could still write on a connection whose
     /// redirect is gone, and those bytes would leave the pod in plaintext.
-    pub async fn remove_and_wait(&self, uid: &str, grace: std::time::Duration) -> bool {
+    pub async fn remove_and_wait(&self, uid: &str, grace: Duration) -> bool {
         let Some(pod) = self.take(uid) else { return false };
         pod.stop.send_replace(());
         if tokio::time::timeout(grace, pod.stop.closed()).await.is_err() {

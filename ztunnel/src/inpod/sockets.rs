@@ -114,6 +114,12 @@ impl PodSockets {
         Ok(socket)
     }
 
+    /// Whether `ip` is an address of the pod's namespace (loopback, its own
+    /// addresses), as the kernel there sees it.
+    pub async fn is_local(&self, ip: IpAddr) -> Result<bool, SocketError> {
+        self.run(move || crate::proxy::selfcall::is_local_address(ip)).await
+    }
+
     /// Connects to `target` from the pod with the proxy's mark (so the
     /// pod's capture rules let it through). With `source`, the socket is
     /// transparent and bound to that address (port chosen by the kernel),

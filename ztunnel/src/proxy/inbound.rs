@@ -13,9 +13,34 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::connections::{ConnectionRegistry, OpenConnection, Registration};
-use super::metrics::{ConnectionLabels, Reporter, SharedMetrics};
+use super::metrics::{ConnectionLabels, Reporter, ResponseFlag, SharedMetrics};
+use super::selfcall::{SelfCall, is_ztunnel_port};
 use crate::policy::ConnectionInfo;
-use crate::state::StateHandle;
+use crate::state::{ProxyState, StateHandle};
+
+/// The workload `uid` if `ip` is one of its addresses: the rule for what a
+/// pod's inbound listeners deliver to. The pod's own workload, found by
+/// uid, not whichever workload the state indexes at `ip`, so an entry
+/// claiming the pod's address (a WorkloadEntry, say) is never served in
+/// its place.
+pub fn pod_workload_at(state: &ProxyState, uid: &str, ip: IpAddr) -> Option<Arc<Workload>> {
+    state.workload_by_uid(uid).filter(|w| w.addresses.contains(&ip))
+}
+
+/// A refused stream: the status to answer, the flag to count it under,
+/// and the destination when known.
+#[derive(Debug)]
+struct Rejected {
+    refusal: Refusal,
+    flag: ResponseFlag,
+    destination: Option<Arc<Workload>>,
+}
+
+impl Rejected {
+    fn new(refusal: Refusal, flag: ResponseFlag, destination: Option<Arc<Workload>>) -> Self {
+        Self { refusal, flag, destination }
+    }
+}
 
 /// Opens the connection to the application. In a pod this is a socket made
 /// in the pod's network namespace, marked to skip redirection and bound to
@@ -47,6 +72,9 @@ pub struct InboundTunnels<U> {
     metrics: SharedMetrics,
     /// When set, the only IP tunnels may target (see [`Self::only_to`]).
     local_ip: Option<IpAddr>,
+    /// When set, the only workload tunnels may reach (see
+    /// [`Self::for_workload`]).
+    pod_uid: Option<String>,
     /// When set, streams admitted by L4 policy are tracked here and closed
     /// when policy stops allowing them (see [`Self::tracked`]).
     connections: Option<ConnectionRegistry>,
@@ -76,6 +104,7 @@ impl<U: Upstream> InboundTunnels<U> {
             upstream,
             metrics,
             local_ip: None,
+            pod_uid: None,
             connections: None,
         }
     }
@@ -86,6 +115,15 @@ impl<U: Upstream> InboundTunnels<U> {
     /// without this a client could use the pod to reach other addresses.
     pub fn only_to(mut self, ip: IpAddr) -> Self {
         self.local_ip = Some(ip);
+        self
+    }
+
+    /// Admits tunnels only to the workload `uid` (the pod whose namespace
+    /// the listener is in), at one of its own addresses; a CONNECT to any
+    /// other address, even one the state gives to another workload (say a
+    /// WorkloadEntry squatting the pod's IP), is refused.
+    pub fn for_workload(mut self, uid: impl Into<String>) -> Self {
+        self.pod_uid = Some(uid.into());
         self
     }
 
@@ -113,26 +151,44 @@ impl<U: Upstream> InboundTunnels<U> {
     /// a waypoint only the waypoint may reach it; otherwise L4 policy
     /// applies. Returns the destination and whether the peer is its
     /// waypoint.
-    fn admit(&self, target: SocketAddr) -> Result<(Arc<Workload>, bool), Refusal> {
-        if let Some(local) = self.local_ip.filter(|ip| *ip != target.ip()) {
-            return Err(Refusal::BadRequest(format!(
-                "target {target} is not this pod's address {local}"
-            )));
+    fn admit(&self, target: SocketAddr) -> Result<(Arc<Workload>, bool), Rejected> {
+        // upstream: HBONE targets on ztunnel's own ports are refused
+        // (`Error::SelfCall`): delivering there would re-enter ztunnel.
+        if is_ztunnel_port(target.port()) {
+            let refusal = Refusal::BadRequest(SelfCall(target).to_string());
+            return Err(Rejected::new(refusal, ResponseFlag::Deny, None));
         }
-        let destination = self
-            .state
-            .read()
-            .workload_by_ip(&self.network, target.ip())
-            .ok_or_else(|| Refusal::Unavailable(format!("no workload at {target}")))?;
+        if let Some(local) = self.local_ip.filter(|ip| *ip != target.ip()) {
+            let refusal =
+                Refusal::BadRequest(format!("target {target} is not this pod's address {local}"));
+            return Err(Rejected::new(refusal, ResponseFlag::Deny, None));
+        }
+        let destination = match &self.pod_uid {
+            Some(uid) => {
+                pod_workload_at(&self.state.read(), uid, target.ip()).ok_or_else(|| {
+                    let refusal = Refusal::BadRequest(format!(
+                        "target {target} is not an address of this pod's workload {uid}"
+                    ));
+                    Rejected::new(refusal, ResponseFlag::Deny, None)
+                })?
+            }
+            None => {
+                self.state.read().workload_by_ip(&self.network, target.ip()).ok_or_else(|| {
+                    let refusal = Refusal::Unavailable(format!("no workload at {target}"));
+                    Rejected::new(refusal, ResponseFlag::Connect, None)
+                })?
+            }
+        };
         if let Some(waypoint) = &destination.waypoint {
             let allowed = self.waypoint_identities(&waypoint.destination);
             if allowed.contains(&self.peer.identity) {
                 return Ok((destination, true));
             }
-            return Err(Refusal::Denied(format!(
+            let refusal = Refusal::Denied(format!(
                 "{} has a waypoint; {} must go through it",
                 destination.uid, self.peer.identity
-            )));
+            ));
+            return Err(Rejected::new(refusal, ResponseFlag::Deny, Some(destination)));
         }
         let decision = self.state.read().authorize(&ConnectionInfo {
             source_identity: Some(&self.peer.identity),
@@ -144,8 +200,22 @@ impl<U: Upstream> InboundTunnels<U> {
         if decision.allowed {
             Ok((destination, false))
         } else {
-            Err(Refusal::Denied(decision.reason.to_string()))
+            let refusal = Refusal::Denied(decision.reason.to_string());
+            Err(Rejected::new(refusal, ResponseFlag::Deny, Some(destination)))
         }
+    }
+
+    /// Counts a stream that was refused or could not be opened.
+    fn count_failed(&self, flag: ResponseFlag, destination: Option<&Workload>) {
+        let source = self.state.read().workload_by_ip(&self.network, self.peer.address.ip());
+        let labels = ConnectionLabels::failed(
+            Reporter::Destination,
+            source.as_deref(),
+            Some(&self.peer.identity),
+            destination,
+            flag,
+        );
+        self.metrics.failed(&labels);
     }
 }
 
@@ -183,8 +253,11 @@ impl<U: Upstream> Inbound for InboundTunnels<U> {
     async fn open(&self, request: ConnectRequest) -> Result<Self::Upstream, Refusal> {
         let span = self.access_span(request.target);
         let admitted_at = self.state.generation();
-        let (destination, from_waypoint) = self.admit(request.target).inspect_err(|refusal| {
-            tracing::info!(target: "access", parent: &span, error = %refusal, "connection refused");
+        let (destination, from_waypoint) = self.admit(request.target).map_err(|rejected| {
+            let error = &rejected.refusal;
+            tracing::info!(target: "access", parent: &span, %error, "connection refused");
+            self.count_failed(rejected.flag, rejected.destination.as_deref());
+            rejected.refusal
         })?;
         // From the destination's own waypoint (same trust domain, verified
         // identity) the original client is trusted from `forwarded`, as
@@ -197,10 +270,10 @@ impl<U: Upstream> Inbound for InboundTunnels<U> {
             .unwrap_or_else(|| self.peer.address.ip());
         let source = self.state.read().workload_by_ip(&self.network, client_ip);
         let client = SocketAddr::new(client_ip, 0);
-        let upstream =
-            self.upstream.connect(client, request.target).await.map_err(|e| {
-                Refusal::Unavailable(format!("connecting to {}: {e}", request.target))
-            })?;
+        let upstream = self.upstream.connect(client, request.target).await.map_err(|e| {
+            self.count_failed(ResponseFlag::Connect, Some(&destination));
+            Refusal::Unavailable(format!("connecting to {}: {e}", request.target))
+        })?;
         let labels = ConnectionLabels::new(
             Reporter::Destination,
             source.as_deref(),

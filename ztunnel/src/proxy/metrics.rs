@@ -1,7 +1,10 @@
 //! Istio's standard TCP metrics (`istio_tcp_connections_opened_total`,
 //! `..._closed_total`, `istio_tcp_received_bytes_total`,
-//! `istio_tcp_sent_bytes_total`) with Istio's label names, and the access log
-//! (tracing target `access`).
+//! `istio_tcp_sent_bytes_total`) with Istio's label names, connections
+//! ztunnel refused (`istio_tcp_connections_failed_total`, with upstream's
+//! `response_flags`: `DENY` for a refusal by rule, `CONNECT` when the
+//! destination could not be reached), and the access log (tracing target
+//! `access`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -45,6 +48,25 @@ fn or_unknown(s: &str) -> String {
     if s.is_empty() { "unknown".to_owned() } else { s.to_owned() }
 }
 
+/// Why a connection failed, as upstream's `response_flags` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFlag {
+    /// upstream `AuthorizationPolicyDenied`: refused by a rule (policy, or
+    /// a call to ztunnel's own ports).
+    Deny,
+    /// upstream `ConnectionFailure`: the destination could not be reached.
+    Connect,
+}
+
+impl ResponseFlag {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Deny => "DENY",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
 /// Which side reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reporter {
@@ -61,6 +83,16 @@ impl ConnectionLabels {
         peer: Option<&Identity>,
         destination: &Workload,
     ) -> Self {
+        Self::build(reporter, source, peer, Some(destination))
+    }
+
+    fn build(
+        reporter: Reporter,
+        source: Option<&Workload>,
+        peer: Option<&Identity>,
+        destination: Option<&Workload>,
+    ) -> Self {
+        let dst = |f: fn(&Workload) -> String| or_unknown(&destination.map(f).unwrap_or_default());
         let name = |w: Option<&Workload>| w.map(|w| w.workload_name.clone()).unwrap_or_default();
         let principal = |id: Option<&Identity>| id.map(|i| i.to_string()).unwrap_or_default();
         Self {
@@ -87,19 +119,35 @@ impl ConnectionLabels {
             destination_service: "unknown".to_owned(),
             destination_service_namespace: "unknown".to_owned(),
             destination_service_name: "unknown".to_owned(),
-            destination_workload: or_unknown(&destination.workload_name),
-            destination_canonical_service: or_unknown(&destination.canonical_name),
-            destination_canonical_revision: or_unknown(&destination.canonical_revision),
-            destination_workload_namespace: or_unknown(&destination.namespace),
-            destination_principal: destination.identity.to_string(),
-            destination_app: or_unknown(&destination.canonical_name),
-            destination_version: or_unknown(&destination.canonical_revision),
-            destination_cluster: or_unknown(&destination.cluster_id),
+            destination_workload: dst(|d| d.workload_name.clone()),
+            destination_canonical_service: dst(|d| d.canonical_name.clone()),
+            destination_canonical_revision: dst(|d| d.canonical_revision.clone()),
+            destination_workload_namespace: dst(|d| d.namespace.clone()),
+            destination_principal: dst(|d| d.identity.to_string()),
+            destination_app: dst(|d| d.canonical_name.clone()),
+            destination_version: dst(|d| d.canonical_revision.clone()),
+            destination_cluster: dst(|d| d.cluster_id.clone()),
             request_protocol: "tcp".to_owned(),
             response_flags: "-".to_owned(),
             connection_security_policy: if peer.is_some() { "mutual_tls" } else { "unknown" }
                 .to_owned(),
         }
+    }
+}
+
+impl ConnectionLabels {
+    /// Labels of a connection ztunnel refused or could not complete; the
+    /// destination may be unknown.
+    pub fn failed(
+        reporter: Reporter,
+        source: Option<&Workload>,
+        peer: Option<&Identity>,
+        destination: Option<&Workload>,
+        flag: ResponseFlag,
+    ) -> Self {
+        let mut labels = Self::build(reporter, source, peer, destination);
+        labels.response_flags = flag.label().to_owned();
+        labels
     }
 }
 
@@ -110,6 +158,8 @@ pub struct TcpMetrics {
     pub closed: Family<ConnectionLabels, Counter>,
     pub received_bytes: Family<ConnectionLabels, Counter>,
     pub sent_bytes: Family<ConnectionLabels, Counter>,
+    /// Connections refused or failed before they were opened.
+    pub failed: Family<ConnectionLabels, Counter>,
     /// Connections opened and not yet closed (not exported; the binary's
     /// drain waits for it to reach zero).
     active: Arc<AtomicI64>,
@@ -126,6 +176,16 @@ impl TcpMetrics {
             self.received_bytes.clone(),
         );
         registry.register("tcp_sent_bytes", "Bytes sent to the client", self.sent_bytes.clone());
+        registry.register(
+            "tcp_connections_failed",
+            "Connections refused or failed before being opened",
+            self.failed.clone(),
+        );
+    }
+
+    /// A connection was refused or failed; `labels` carry the flag.
+    pub fn failed(&self, labels: &ConnectionLabels) {
+        self.failed.get_or_create(labels).inc();
     }
 
     /// A connection was opened; call [`Self::closed`] with the same labels.

@@ -14,13 +14,16 @@
 //! - [`connections`]: the registry of open inbound connections and the
 //!   reconciler that closes those a policy change no longer allows.
 //! - [`metrics`]: Istio's TCP metrics and the access log.
+//! - [`selfcall`]: the rule that keeps ztunnel from connecting to its own
+//!   listeners.
 
 pub mod connections;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod selfcall;
 
 pub use connections::{ConnectionRegistry, OpenConnection, Registration, run_reconciler};
 pub use inbound::{InboundTunnels, Peer, Upstream};
-pub use metrics::{ConnectionLabels, Reporter, SharedMetrics, TcpMetrics};
+pub use metrics::{ConnectionLabels, Reporter, ResponseFlag, SharedMetrics, TcpMetrics};
 pub use outbound::{HbonePool, OutboundProxy, PoolKey};

@@ -24,6 +24,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 use mesh_hbone::client::{ConnectError, Pool};
@@ -37,12 +38,17 @@ use mesh_model::{
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::metrics::{ConnectionLabels, Reporter, SharedMetrics};
+use super::metrics::{ConnectionLabels, Reporter, ResponseFlag, SharedMetrics};
+use super::selfcall::{SelfCall, is_local_address, is_ztunnel_port};
 use crate::inpod::sockets::{PodSockets, SocketError};
 use crate::state::{Destination, ProxyState, StateHandle, is_passthrough};
 
 /// The HBONE port dialled on destination pods.
 pub const HBONE_PORT: u16 = 15008;
+/// How long a TCP connect from ztunnel may take (upstream: 10 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the TLS handshake of an HBONE connection may take.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What HBONE connections are shared by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -73,6 +79,10 @@ pub enum OutboundError {
     Certificate(#[from] ContextError),
     #[error(transparent)]
     Socket(#[from] SocketError),
+    #[error(transparent)]
+    SelfCall(#[from] SelfCall),
+    #[error("connecting to {target} timed out after {timeout:?}")]
+    ConnectTimeout { target: SocketAddr, timeout: Duration },
     #[error("HBONE tunnel to {target}: {source}")]
     Tunnel {
         target: SocketAddr,
@@ -124,9 +134,26 @@ impl OutboundProxy {
             .workload_by_uid(source_uid)
             .ok_or_else(|| OutboundError::UnknownSource { uid: source_uid.to_owned() })?;
         let route = route(&self.state.read(), &self.network, &source, original)?;
+        if let Some(refused) = self_call(sockets, original, &route).await {
+            self.failed(&source, None, ResponseFlag::Deny);
+            tracing::info!(
+                target: "access",
+                direction = "outbound",
+                src.addr = %client_addr,
+                src.identity = %source.identity,
+                dst.addr = %original,
+                error = %refused,
+                "connection failed"
+            );
+            return Err(refused.into());
+        }
         match route {
             Route::Direct(target) => {
-                let mut upstream = sockets.connect(target, None).await?;
+                let connect = sockets.connect(target, None);
+                let mut upstream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| {
+                        OutboundError::ConnectTimeout { target, timeout: CONNECT_TIMEOUT }
+                    })??;
                 let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 copied.map(drop).map_err(OutboundError::Copy)
             }
@@ -134,7 +161,10 @@ impl OutboundProxy {
                 let started = Instant::now();
                 let mut tunnel = self
                     .tunnel(sockets, &source, &workload, peer_addr, target, client_addr.ip())
-                    .await?;
+                    .await
+                    .inspect_err(|_| {
+                        self.failed(&source, Some(&workload), ResponseFlag::Connect)
+                    })?;
                 let labels = ConnectionLabels::new(
                     Reporter::Source,
                     Some(&source),
@@ -164,6 +194,18 @@ impl OutboundProxy {
         }
     }
 
+    /// Counts a connection from `source` that failed before it opened.
+    fn failed(&self, source: &Workload, destination: Option<&Workload>, flag: ResponseFlag) {
+        let labels = ConnectionLabels::failed(
+            Reporter::Source,
+            Some(source),
+            Some(&source.identity),
+            destination,
+            flag,
+        );
+        self.metrics.failed(&labels);
+    }
+
     async fn tunnel(
         &self,
         sockets: &PodSockets,
@@ -184,20 +226,50 @@ impl OutboundProxy {
         let expected = destination.identity.clone();
         let sockets = sockets.clone();
         let dial = move || async move {
-            let tcp = sockets.connect(peer_addr, None).await.map_err(io::Error::other)?;
-            tls::connect(
+            let timed_out = |what: &str, after: Duration| {
+                io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out after {after:?}"))
+            };
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, sockets.connect(peer_addr, None))
+                .await
+                .map_err(|_| timed_out("TCP connect", CONNECT_TIMEOUT))?
+                .map_err(io::Error::other)?;
+            let handshake = tls::connect(
                 &contexts.client,
                 tcp,
                 contexts.trust,
                 PeerPolicy::Identities(vec![expected]),
-            )
-            .await
-            .map_err(io::Error::other)
+            );
+            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake)
+                .await
+                .map_err(|_| timed_out("TLS handshake", TLS_HANDSHAKE_TIMEOUT))?
+                .map_err(io::Error::other)
         };
         self.pool
             .connect(key, dial, target, headers(source, client_ip))
             .await
             .map_err(|source| OutboundError::Tunnel { target, source })
+    }
+}
+
+/// Whether a connection to `original` (routed as `route`) would reach one
+/// of ztunnel's own listeners: the original or direct destination is one
+/// of its ports on an address of the pod's or ztunnel's namespace, or an
+/// HBONE tunnel targets one of its ports (the destination refuses those).
+async fn self_call(sockets: &PodSockets, original: SocketAddr, route: &Route) -> Option<SelfCall> {
+    let local = |target: SocketAddr| async move {
+        if !is_ztunnel_port(target.port()) {
+            return false;
+        }
+        let ip = target.ip();
+        // Unanswerable means local: fail closed.
+        is_local_address(ip) || sockets.is_local(ip).await.unwrap_or(true)
+    };
+    if local(original).await {
+        return Some(SelfCall(original));
+    }
+    match *route {
+        Route::Direct(target) => local(target).await.then_some(SelfCall(target)),
+        Route::Hbone { target, .. } => is_ztunnel_port(target.port()).then_some(SelfCall(target)),
     }
 }
 

@@ -29,7 +29,7 @@ use mesh_proto::workload as pb;
 use mesh_test_support::{LeafSpec, TestCa};
 use prometheus_client::registry::Registry;
 use ztunnel::dns::{DnsConfig, DnsMetrics, DnsServer};
-use ztunnel::inpod::{PodProxies, PodWorkload};
+use ztunnel::inpod::{InboundLimits, PodProxies, PodWorkload};
 use ztunnel::proxy::{HbonePool, OutboundProxy, TcpMetrics};
 use ztunnel::state::StateHandle;
 
@@ -133,7 +133,12 @@ pub(crate) struct Node {
 
 impl Node {
     /// `dns_upstream`: where the node's DNS proxy forwards.
-    fn new(ca: &Arc<TestCa>, pods: [&PodHandle; 3], dns_upstream: SocketAddr) -> Self {
+    fn new(
+        ca: &Arc<TestCa>,
+        pods: [&PodHandle; 3],
+        dns_upstream: SocketAddr,
+        limits: InboundLimits,
+    ) -> Self {
         let [client, server, waypoint] = pods;
         let state = StateHandle::default();
         insert(&state, &uid("client"), pb::address::Type::Workload(workload(client)));
@@ -174,7 +179,8 @@ impl Node {
             ..DnsConfig::new(vec![dns_upstream])
         };
         let dns = Arc::new(DnsServer::new(state.clone(), dns_config, dns_metrics));
-        let proxies = PodProxies::new(outbound, H2Settings::default()).with_dns(dns);
+        let proxies =
+            PodProxies::new(outbound, H2Settings::default()).with_limits(limits).with_dns(dns);
         Self { proxies, pool, state, registry }
     }
 
@@ -262,6 +268,15 @@ pub(crate) async fn mesh(prefix: &str) -> Mesh {
 /// Builds the topology and enrolls the client and server pods, their
 /// capture rules installed with `backend`.
 pub(crate) async fn mesh_with(prefix: &str, backend: Backend) -> Mesh {
+    mesh_with_limits(prefix, backend, InboundLimits::default()).await
+}
+
+/// [`mesh_with`] both nodes' inbound listeners under `limits`.
+pub(crate) async fn mesh_with_limits(
+    prefix: &str,
+    backend: Backend,
+    limits: InboundLimits,
+) -> Mesh {
     require_root().expect("this test needs root: run the suite as root (CI does)");
     let nodes = vec![NodeSpec { name: "a".into() }, NodeSpec { name: "b".into() }];
     let pod = |node: &str, name: &str| PodSpec {
@@ -282,8 +297,8 @@ pub(crate) async fn mesh_with(prefix: &str, backend: Backend) -> Mesh {
         (get("client"), get("server"), get("legacy"), get("outside"), get("waypoint"));
     let ca = Arc::new(TestCa::root("mesh e2e").unwrap());
     let dns_upstream = SocketAddr::from((topology.node("a").unwrap().ip, 53));
-    let a = Node::new(&ca, [&client, &server, &waypoint], dns_upstream);
-    let b = Node::new(&ca, [&client, &server, &waypoint], dns_upstream);
+    let a = Node::new(&ca, [&client, &server, &waypoint], dns_upstream, limits);
+    let b = Node::new(&ca, [&client, &server, &waypoint], dns_upstream, limits);
     a.enroll(&client, CLIENT_ID, backend).await;
     b.enroll(&server, SERVER_ID, backend).await;
     Mesh { topology, ca, waypoint, client, server, legacy, outside, a, b }

@@ -14,6 +14,7 @@
 
 mod cni_agent;
 mod dns;
+mod hardening;
 mod harness;
 mod policy_change;
 mod waypoint;
@@ -28,7 +29,7 @@ use ztunnel::proxy::PoolKey;
 
 /// A namespace-name prefix unique to this test: tests run in parallel, so
 /// a per-process counter keeps two tests from ever sharing one.
-fn prefix(tag: &str) -> String {
+pub(crate) fn prefix(tag: &str) -> String {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{tag}{}x{n}", std::process::id() % 100_000)
