@@ -45,6 +45,7 @@ Environment (upstream ztunnel's names):
   DNS_PROXY                 serve the DNS proxy on 15053 in pods (default true)
   CLUSTER_DOMAIN            default cluster.local
   DNS_RESOLV_CONF           resolvers to forward other names to
+  MAX_INBOUND_CONNECTIONS   inbound connections open at once, all pods (default 10000)
 
 Signals: SIGTERM drains (pod listeners close; open connections get 30 s).
 ";
