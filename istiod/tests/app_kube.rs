@@ -151,8 +151,8 @@ spec:
     assert_eq!(proxy.authorizations.changed_since(seen_p), (set(&[POLICY]), BTreeSet::new()));
     assert_eq!(proxy.addresses.changed_since(seen_a), (BTreeSet::new(), BTreeSet::new()));
 
-    // An invalid CIDR: a status condition from the leader, nothing served,
-    // nothing else disturbed.
+    // An invalid CIDR: a status condition from the leader, the policy served
+    // fail closed (an ALLOW whose rules match nothing), nothing else disturbed.
     create(&policies, BAD_POLICY).await;
     let mut conditions = serde_json::Value::Null;
     for _ in 0..400 {
@@ -167,16 +167,20 @@ spec:
     assert_eq!(conditions[0]["status"], "False");
     assert_eq!(conditions[0]["reason"], "InvalidValue");
     assert_eq!(conditions[0]["observedGeneration"], 1);
-    assert_eq!(proxy.authorizations.names(), set(&[POLICY]));
+    eventually("the invalid policy served fail closed", || {
+        proxy.authorizations.names() == set(&[POLICY, "demo/bad-cidr"])
+    })
+    .await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "istio-system");
     let lease = leases.get("istio-status-leader").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("istiod-test-0"));
 
-    // Fixing it clears the condition and serves the policy.
+    // Fixing it clears the condition and serves the fixed policy.
+    let seen_p = proxy.authorizations.responses();
     let fix = json!({"spec": {"rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}]}]}});
     policies.patch("bad-cidr", &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
     eventually("the fixed policy served", || {
-        proxy.authorizations.names().contains("demo/bad-cidr")
+        proxy.authorizations.changed_since(seen_p).0.contains("demo/bad-cidr")
     })
     .await;
     for _ in 0..400 {

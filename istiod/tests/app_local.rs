@@ -168,8 +168,9 @@ async fn bad_input_is_reported_and_leaves_the_mesh_untouched() {
     let metrics = get(monitoring, "/metrics").await.1;
     assert!(metrics.contains("istiod_config_errors 1"), "{metrics}");
 
+    // The invalid policy is served fail closed (an ALLOW matching nothing).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(proxy.authorizations.names(), set(&[POLICY]));
+    assert_eq!(proxy.authorizations.names(), set(&[POLICY, "demo/bad-cidr"]));
     assert_eq!(proxy.addresses.names(), before);
 }
 

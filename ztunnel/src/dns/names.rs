@@ -63,9 +63,10 @@ fn candidates(domain: &str, namespace: &str, name: &str) -> Vec<String> {
 /// and has something to answer with: its VIPs (exact addresses, not CIDR
 /// ranges), or for a service without any (headless) the addresses of its
 /// ready endpoints. A service in the pod's own namespace wins over the same
-/// host in another namespace.
+/// host in another namespace; a service not exported to the pod's namespace
+/// (ServiceEntry `exportTo`) is invisible to it.
 fn addresses_of(state: &ProxyState, namespace: &str, host: &str) -> Option<Vec<IpAddr>> {
-    let services = state.services_by_hostname(host);
+    let services = state.services_by_hostname_for(host, Some(namespace));
     let chosen: Option<&Arc<Service>> =
         services.iter().find(|s| s.namespace == namespace).or_else(|| services.first());
     let service = chosen?;
@@ -127,6 +128,27 @@ mod tests {
         down.status = WorkloadStatus::Unhealthy;
         insert_workload(&mut s, down);
         s
+    }
+
+    #[test]
+    fn a_service_not_exported_to_the_pods_namespace_is_invisible_to_its_dns() {
+        let mut s = state();
+        let mut private = service("secret", &["240.240.0.7"]);
+        private.namespace = "other".into();
+        private.hostname = "secret.example.internal".into();
+        private.visibility = mesh_model::Visibility::Namespace;
+        insert_service(&mut s, private);
+        let host = "secret.example.internal";
+        assert_eq!(
+            lookup(&s, "cluster.local", "other", host),
+            Lookup::Found(vec![ip("240.240.0.7")]),
+            "its own namespace sees it"
+        );
+        assert_eq!(
+            lookup(&s, "cluster.local", "ns", host),
+            Lookup::Forward,
+            "another namespace must not learn the address of a ServiceEntry not exported to it"
+        );
     }
 
     fn look(name: &str) -> Lookup {

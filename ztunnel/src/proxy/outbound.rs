@@ -280,7 +280,10 @@ fn route(
     source: &Workload,
     original: SocketAddr,
 ) -> Result<Route, OutboundError> {
-    let destination = state.resolve_destination(network, original);
+    // Ownership and exportTo are decided for the caller: a ServiceEntry
+    // exported only to its own namespace is seen from there and nowhere else.
+    let destination =
+        state.resolve_destination_for(network, original, Some(source.namespace.as_str()));
     if let Some(gateway) = state.waypoint_for(&destination) {
         let (peer, peer_addr) = waypoint_endpoint(state, &gateway, source)?;
         if peer.uid != source.uid {
