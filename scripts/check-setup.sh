@@ -5,7 +5,8 @@
 # What it looks for:
 #   - programs the Rust code runs: Command::new("X"), run_in(_, "X", ..),
 #     which(&["X", ..]) and the iptables/nftables program names;
-#   - the first word of every command in the repo's shell scripts;
+#   - the first word of every command in the repo's shell scripts (outside
+#     quoted strings);
 #   - build inputs: boring-sys in Cargo.lock (cmake, clang, libclang, git, cc),
 #     protoc and the well-known .proto types for the proto crate.
 # A program counts as covered when its tool name is in setup.sh's table and
@@ -35,7 +36,7 @@ grep -qE '\bip\(&\[' "${rust_files[@]}" && needed+=(ip)
 # First word of each command line in our shell scripts.
 mapfile -t scripts < <(git ls-files 'scripts/*.sh' '.ci/run' 'examples/**.sh')
 while read -r t; do needed+=("$t"); done < <(
-    sed -E 's/#.*$//' "${scripts[@]}" \
+    sed -E 's/#.*$//; s/"[^"]*"//g'"; s/'[^']*'//g" "${scripts[@]}" \
         | grep -oE '(^|[;&|(]|\$\(|then|do|else)[[:space:]]*[a-z][a-z0-9._-]+' \
         | grep -oE '[a-z][a-z0-9._-]+$' | sort -u \
         | grep -vxFf <(sed -nE 's/^[[:space:]]*([a-z_][a-z0-9_-]*)\(\).*/\1/p' "${scripts[@]}" | sort -u))
