@@ -102,21 +102,7 @@ pub fn convert_authorization_policy(
             }
         }
     }
-    if !invalid.is_empty() {
-        let (rules, consequence) = fail_closed(action);
-        let authz = Authorization {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            scope: scope as i32,
-            action: action as i32,
-            rules,
-            dry_run,
-            ..Default::default()
-        };
-        let msg = format!("invalid values: {}. {consequence}", invalid.join("; "));
-        return (Some(authz), status(Condition::rejected(REASON_INVALID, msg)));
-    }
-    let authz = Authorization {
+    let mut authz = Authorization {
         name: name.to_owned(),
         namespace: namespace.to_owned(),
         scope: scope as i32,
@@ -125,6 +111,12 @@ pub fn convert_authorization_policy(
         dry_run,
         ..Default::default()
     };
+    if !invalid.is_empty() {
+        let (rules, consequence) = fail_closed(action);
+        authz.rules = rules;
+        let msg = format!("invalid values: {}. {consequence}", invalid.join("; "));
+        return (Some(authz), status(Condition::rejected(REASON_INVALID, msg)));
+    }
     if l7.is_empty() {
         return (Some(authz), None);
     }
