@@ -22,7 +22,7 @@ use std::time::Duration;
 use istiod::ca::local::LocalTokenAuthenticator;
 use mesh_cni::zds::{WorkloadInfo, ZdsClient};
 use mesh_cni::{Backend, CaptureConfig};
-use mesh_netns::{NodeSpec, PodHandle, PodSpec, Topology, require_root};
+use mesh_netns::PodHandle;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ztunnel::app::App;
@@ -35,13 +35,7 @@ fn pod_info() -> WorkloadInfo {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_enrolls_a_pod_from_zds_with_istiod_certificates_and_config() {
-    require_root().expect("this test needs root: run the suite as root (CI does)");
-    let prefix = format!("za{}", std::process::id() % 100_000);
-    let nodes = [NodeSpec { name: "a".into() }];
-    let pods = [PodSpec { node: "a".into(), namespace: "default".into(), name: "app".into() }];
-    let topology = Topology::build(&prefix, &nodes, &pods).unwrap();
-    let pod = topology.pod("default", "app").unwrap().clone();
-    let node_netns = topology.node("a").unwrap().netns_name.clone();
+    let (topology, pod, node_netns) = one_pod_node("za");
 
     let dir = tempfile::tempdir().unwrap();
     let (istiod, serve_istiod, seen_token) = istiod(dir.path(), &pod).await;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use mesh_cni::zds::ZdsClient;
 use mesh_cni::{Backend, CaptureConfig};
-use mesh_netns::{NodeSpec, PodSpec, Topology, require_root};
 use ztunnel::app::App;
 
 use super::pod_info;
@@ -14,13 +13,7 @@ use super::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolled_pod_carries_new_connections_after_istiod_stops() {
-    require_root().expect("this test needs root: run the suite as root (CI does)");
-    let prefix = format!("zo{}", std::process::id() % 100_000);
-    let nodes = [NodeSpec { name: "a".into() }];
-    let pods = [PodSpec { node: "a".into(), namespace: "default".into(), name: "app".into() }];
-    let topology = Topology::build(&prefix, &nodes, &pods).unwrap();
-    let pod = topology.pod("default", "app").unwrap().clone();
-    let node_netns = topology.node("a").unwrap().netns_name.clone();
+    let (topology, pod, node_netns) = one_pod_node("zo");
 
     let dir = tempfile::tempdir().unwrap();
     let (istiod, serve_istiod, _) = istiod(dir.path(), &pod).await;

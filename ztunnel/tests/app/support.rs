@@ -14,7 +14,7 @@ use istiod::ca::{
 use istiod::translate::Output;
 use istiod::xds::{AdsService, ConfigStore};
 use mesh_model::Identity;
-use mesh_netns::PodHandle;
+use mesh_netns::{NodeSpec, PodHandle, PodSpec, Topology, require_root};
 use mesh_proto::workload as pb;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -22,6 +22,20 @@ use tonic::service::interceptor::InterceptedService;
 
 pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 pub(crate) const ISTIOD_HOST: &str = "istiod.istio-system.svc";
+
+/// Node `a` with the one pod `default/app` (the test's prefix starts with
+/// `tag`): the topology (keep it: dropping it removes the namespaces), the
+/// pod and the node's network namespace name. Fails without root.
+pub(crate) fn one_pod_node(tag: &str) -> (Topology, PodHandle, String) {
+    require_root().expect("this test needs root: run the suite as root (CI does)");
+    let prefix = format!("{tag}{}", std::process::id() % 100_000);
+    let nodes = [NodeSpec { name: "a".into() }];
+    let pods = [PodSpec { node: "a".into(), namespace: "default".into(), name: "app".into() }];
+    let topology = Topology::build(&prefix, &nodes, &pods).unwrap();
+    let pod = topology.pod("default", "app").unwrap().clone();
+    let node_netns = topology.node("a").unwrap().netns_name.clone();
+    (topology, pod, node_netns)
+}
 
 pub(crate) fn workload(pod: &PodHandle) -> pb::Address {
     pb::Address {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use mesh_cni::zds::ZdsClient;
 use mesh_cni::{Backend, CaptureConfig};
-use mesh_netns::{NodeSpec, PodSpec, Topology, require_root};
 use ztunnel::app::App;
 
 use super::pod_info;
@@ -24,13 +23,7 @@ fn echo(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_add_in_the_same_netns_keeps_the_pods_connections() {
-    require_root().expect("this test needs root: run the suite as root (CI does)");
-    let prefix = format!("zr{}", std::process::id() % 100_000);
-    let nodes = [NodeSpec { name: "a".into() }];
-    let pods = [PodSpec { node: "a".into(), namespace: "default".into(), name: "app".into() }];
-    let topology = Topology::build(&prefix, &nodes, &pods).unwrap();
-    let pod = topology.pod("default", "app").unwrap().clone();
-    let node_netns = topology.node("a").unwrap().netns_name.clone();
+    let (topology, pod, node_netns) = one_pod_node("zr");
 
     let dir = tempfile::tempdir().unwrap();
     let (istiod, serve_istiod, _) = istiod(dir.path(), &pod).await;
