@@ -1,7 +1,7 @@
 //! The admin server when the process is out of file descriptors: the
 //! accept loop backs off instead of spinning, and serves again once
 //! descriptors are free. Alone in its binary: it lowers the process's
-//! RLIMIT_NOFILE (with `prlimit`).
+//! RLIMIT_NOFILE.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use mesh_telemetry::admin::{AdminState, serve};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -38,42 +39,22 @@ fn highest_fd() -> u64 {
         .unwrap()
 }
 
-fn set_nofile(soft: u64) {
-    let pid = std::process::id().to_string();
-    let hard = rlimit_hard();
-    let ok = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, &format!("--nofile={soft}:{hard}")])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "prlimit failed");
-}
-
-fn rlimit_hard() -> u64 {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
-    line.split_whitespace().nth(4).unwrap().parse().unwrap()
+/// Sets the soft descriptor limit with a plain system call: no file is
+/// opened and no process spawned, so it works with every descriptor taken.
+fn set_nofile(soft: u64, hard: u64) {
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_errors_back_off_and_the_server_recovers() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let original = std::fs::read_to_string("/proc/self/limits").unwrap();
-    let soft: u64 = original
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     tokio::spawn(serve(listener, AdminState::default()));
     let stat = std::fs::File::open("/proc/self/stat").unwrap();
     // Take every descriptor below a lowered limit, then give exactly one
     // back for the client's socket: the server's accept has none left.
-    set_nofile(highest_fd() + 1);
+    set_nofile(highest_fd() + 1, hard);
     let mut fillers = Vec::new();
     while let Ok(file) = std::fs::File::open("/dev/null") {
         fillers.push(file);
@@ -85,7 +66,7 @@ async fn accept_errors_back_off_and_the_server_recovers() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let used = cpu_time(&stat).saturating_sub(before);
     drop(fillers);
-    set_nofile(soft);
+    set_nofile(soft, hard);
     assert!(used < Duration::from_millis(400), "the accept loop spun: {used:?} of CPU in 1.5 s");
 
     // Descriptors are back: the waiting connection is served.
